@@ -1,0 +1,3 @@
+"""nurture: a marketing-automation nurturing engine."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,150 @@
+"""Checks the design's invariants from the records alone, as an outsider would.
+
+Used by `nurture simulate`, the end-to-end tests and anyone holding an export: every email's
+phase matches the stage at send time, nobody got a piece twice, no cap or quiet hour broke,
+nobody suppressed was written to, and every stage move has a reason.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nurture.config import Settings
+from nurture.models import Contact, Message, StageMove, Suppression
+from nurture.pacing import Policy
+
+
+@dataclass(frozen=True)
+class SentRecord:
+    email: str
+    timezone: str
+    content_id: str
+    phase: str
+    stage: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class MoveRecord:
+    email: str
+    from_stage: str | None
+    to_stage: str
+    reason: str
+    at: datetime
+
+
+def load_records(
+    session: Session, settings: Settings
+) -> tuple[list[SentRecord], list[MoveRecord], dict[str, datetime]]:
+    """Every counted message and every stage move, with the contact's zone, oldest first."""
+    sent = [
+        SentRecord(email, zone or settings.timezone, content, phase, stage, at)
+        for email, zone, content, phase, stage, at in session.execute(
+            select(
+                Contact.email,
+                Contact.timezone,
+                Message.content_id,
+                Message.phase,
+                Message.stage_at_send,
+                Message.sent_at,
+            )
+            .join(Contact, Contact.id == Message.contact_id)
+            .where(Message.status.in_(("sending", "sent", "unknown", "queued")))
+            .order_by(Message.sent_at, Message.id)
+        )
+    ]
+    moves = [
+        MoveRecord(email, from_stage, to_stage, reason, at)
+        for email, from_stage, to_stage, reason, at in session.execute(
+            select(
+                Contact.email,
+                StageMove.from_stage,
+                StageMove.to_stage,
+                StageMove.reason,
+                StageMove.at,
+            )
+            .join(Contact, Contact.id == StageMove.contact_id)
+            .order_by(StageMove.at, StageMove.id)
+        )
+    ]
+    suppressed = dict(session.execute(select(Suppression.email, Suppression.at)).tuples().all())
+    return sent, moves, suppressed
+
+
+def violations(
+    sent: Sequence[SentRecord],
+    moves: Sequence[MoveRecord],
+    suppressed: Mapping[str, datetime],
+    settings: Settings,
+    policy: Policy,
+) -> list[str]:
+    found: list[str] = []
+    phases = {stage.name: stage.phase for stage in settings.stages}
+    stage_history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for move in moves:
+        stage_history[move.email].append((move.at, move.to_stage))
+        if not move.reason.strip():
+            found.append(f"{move.email}: stage move to {move.to_stage} at {move.at} has no reason")
+    by_person: dict[str, list[SentRecord]] = defaultdict(list)
+    for record in sent:
+        by_person[record.email].append(record)
+    for email, records in by_person.items():
+        found.extend(
+            _person(email, records, stage_history[email], suppressed.get(email), phases, policy)
+        )
+    return found
+
+
+def _person(
+    email: str,
+    records: list[SentRecord],
+    history: list[tuple[datetime, str]],
+    suppressed_at: datetime | None,
+    phases: Mapping[str, str | None],
+    policy: Policy,
+) -> Iterable[str]:
+    seen: set[str] = set()
+    per_day: dict[object, int] = defaultdict(int)
+    times = [r.sent_at for r in records]
+    for index, record in enumerate(records):
+        where = f"{email}: {record.content_id} at {record.sent_at.isoformat()}"
+        if record.content_id in seen:
+            yield f"{where}: content sent twice"
+        seen.add(record.content_id)
+        stage = _stage_at(history, record.sent_at)
+        if stage is not None and stage != record.stage:
+            yield f"{where}: recorded stage {record.stage}, but the ledger says {stage}"
+        if phases.get(record.stage) != record.phase:
+            yield f"{where}: {record.phase} content sent to a contact in stage {record.stage}"
+        if suppressed_at is not None and record.sent_at >= suppressed_at:
+            yield f"{where}: sent after suppression at {suppressed_at.isoformat()}"
+        local = record.sent_at.astimezone(ZoneInfo(record.timezone))
+        if policy.is_quiet(local.time()):
+            yield f"{where}: sent in quiet hours ({local:%H:%M} local)"
+        if local.weekday() not in policy.weekdays:
+            yield f"{where}: sent on a non-sending day ({local:%A})"
+        per_day[local.date()] += 1
+        if per_day[local.date()] > policy.per_day:
+            yield f"{where}: more than {policy.per_day} on {local.date()} (local)"
+        if index and record.sent_at - times[index - 1] < policy.min_gap:
+            yield f"{where}: gap under {policy.min_gap} since the previous email"
+        window = index + 1 - bisect_right(times, record.sent_at - timedelta(days=7))
+        if window > policy.per_week:
+            yield f"{where}: {window} emails in 7 days, over {policy.per_week}"
+
+
+def _stage_at(history: list[tuple[datetime, str]], instant: datetime) -> str | None:
+    stage = None
+    for at, to_stage in history:
+        if at > instant:
+            break
+        stage = to_stage
+    return stage

@@ -1,0 +1,315 @@
+"""The `nurture` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from nurture.clock import as_utc
+from nurture.content import sample_variables
+from nurture.db import make_engine, sessions, upgrade
+from nurture.feedback import UnknownContact, record_event, upsert_contact
+from nurture.models import Contact
+from nurture.problems import ProjectError
+from nurture.project import Project, load_project
+from nurture.runtime import Runtime, database_url, open_runtime
+
+T = TypeVar("T")
+
+
+class Context:
+    def __init__(self, root: Path, database: str | None) -> None:
+        self.root = root
+        self.database = database
+
+    def project(self) -> Project:
+        return _or_exit(lambda: load_project(self.root))
+
+    def runtime(self) -> Runtime:
+        return _or_exit(lambda: open_runtime(self.root, database=self.database))
+
+
+def _or_exit(load: Callable[[], T]) -> T:
+    try:
+        return load()
+    except ProjectError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        count = len(exc.problems)
+        click.echo(f"{count} problem{'s' if count > 1 else ''}; nothing started.", err=True)
+        sys.exit(1)
+
+
+def _pairs(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value")
+        out[key] = value
+    return out
+
+
+@click.group()
+@click.option(
+    "--project",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Project folder holding nurture.yaml.",
+)
+@click.option("--db", "database", help="Database URL or SQLite file (default: nurture.db).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+@click.version_option(package_name="nurture")
+@click.pass_context
+def main(ctx: click.Context, root: Path, database: str | None, verbose: bool) -> None:
+    """Nurture contacts from first interest to a sale, paced so nobody is pestered."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = Context(root, database)
+
+
+@main.command()
+@click.pass_obj
+def validate(obj: Context) -> None:
+    """Check nurture.yaml, every workflow and every piece of content; exit 1 on any problem."""
+    project = obj.project()
+    click.echo(f"ok: {len(project.workflows)} workflows, {len(project.content)} pieces of content")
+
+
+@main.command()
+@click.pass_obj
+def run(obj: Context) -> None:
+    """Run the engine in the foreground until Ctrl-C: outbox emails, paced."""
+    from nurture.scheduler import build_scheduler
+
+    runtime = obj.runtime()
+    scheduler = build_scheduler(runtime)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    scheduler.start()
+    url = database_url(runtime.project, obj.database)
+    click.echo(
+        f"nurture running: database {url}, outbox {runtime.project.outbox_dir}, "
+        f"a dispatch tick every {runtime.project.settings.tick_seconds:g}s. Ctrl-C stops."
+    )
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.shutdown(wait=True)
+        click.echo("stopped")
+
+
+@main.command()
+@click.pass_obj
+def tick(obj: Context) -> None:
+    """Run one dispatch tick now and say what it did."""
+    report = obj.runtime().dispatcher.tick()
+    click.echo(
+        f"{report.sent} sent, {report.deferred} deferred, {report.waiting} waiting, "
+        f"{report.ended} ended, {report.failed} failed"
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: Context) -> None:
+    """Apply the migrations (SQLite or PostgreSQL)."""
+    project = obj.project()
+    url = database_url(project, obj.database)
+    upgrade(make_engine(url))
+    click.echo(f"database up to date: {url}")
+
+
+@main.group()
+def contact() -> None:
+    """Contacts."""
+
+
+@contact.command("add")
+@click.argument("email")
+@click.argument("fields", nargs=-1)
+@click.option("--stage", help="Set the stage (e.g. lead for someone who asked for content).")
+@click.option("--consent", "consent_source", help="Where and how consent was given.")
+@click.pass_obj
+def contact_add(
+    obj: Context, email: str, fields: tuple[str, ...], stage: str | None, consent_source: str | None
+) -> None:
+    """Create or update a contact.
+
+    nurture contact add ana@acme.com first_name=Ana timezone=Europe/Paris --stage lead
+    """
+    runtime = obj.runtime()
+    now = runtime.clock.now()
+    try:
+        with sessions(runtime.database).begin() as session:
+            outcome = upsert_contact(
+                session,
+                runtime.project,
+                email,
+                _pairs(fields),
+                now,
+                stage=stage,
+                consent_source=consent_source,
+            )
+            found = outcome.contact
+            summary = f"{found.email}: stage {found.stage}, fit {found.fit:g}"
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary)
+    for workflow in outcome.enrolled:
+        click.echo(f"  entered {workflow}")
+
+
+@main.command()
+@click.argument("email")
+@click.argument("kind")
+@click.argument("properties", nargs=-1)
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="When it happened (UTC unless an offset is given); default: now.",
+)
+@click.pass_obj
+def event(
+    obj: Context, email: str, kind: str, properties: tuple[str, ...], at: datetime | None
+) -> None:
+    """Record an engagement event: nurture event ana@acme.com page_visited url=/pricing"""
+    runtime = obj.runtime()
+    now = runtime.clock.now()
+    try:
+        with sessions(runtime.database).begin() as session:
+            outcome = record_event(
+                session,
+                runtime.project,
+                email,
+                kind,
+                now,
+                occurred_at=as_utc(at) if at else None,
+                properties=_pairs(properties),
+            )
+            stage, engagement = outcome.contact.stage, outcome.contact.engagement
+    except (ValueError, UnknownContact) as exc:
+        raise click.ClickException(str(exc)) from None
+    for change in outcome.changes:
+        click.echo(f"  {change.points:+g} engagement: {change.rule}")
+    for move in outcome.moves:
+        click.echo(f"  stage -> {move.to_stage}: {move.reason}")
+    for ended in outcome.ended:
+        click.echo(f"  ended {ended}")
+    for workflow in outcome.enrolled:
+        click.echo(f"  entered {workflow}")
+    click.echo(f"{email}: stage {stage}, engagement {engagement:.1f}")
+
+
+@main.command()
+@click.argument("content_id")
+@click.option("--contact", "email", help="Render for this contact (default: a sample contact).")
+@click.option("--text", is_flag=True, help="Print the plain-text part instead of the HTML.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
+)
+@click.pass_obj
+def preview(
+    obj: Context, content_id: str, email: str | None, text: bool, output: Path | None
+) -> None:
+    """Render one piece of content (e.g. discovery/onboarding-checklist)."""
+    project = obj.project()
+    piece = project.content.get(content_id)
+    if piece is None:
+        raise click.ClickException(
+            f"unknown content {content_id!r}; known: {', '.join(sorted(project.content))}"
+        )
+    sender = project.settings.sender.model_dump()
+    variables = sample_variables(project.settings.custom_fields, sender)
+    if email:
+        from nurture.contacts import normalize_email, profile
+
+        runtime = obj.runtime()
+        with sessions(runtime.database)() as session:
+            found = session.query(Contact).filter_by(email=normalize_email(email)).one_or_none()
+            if found is None:
+                raise click.ClickException(f"no contact {email}")
+            variables["contact"] = profile(found, project.settings)
+    rendered = piece.render(variables)
+    body = rendered.text if text else rendered.html
+    if output:
+        output.write_text(body, encoding="utf-8")
+        click.echo(f"{rendered.subject}\n-> {output}")
+    else:
+        click.echo(f"Subject: {rendered.subject}\n\n{body}")
+
+
+@main.command()
+@click.option("--days", default=60, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--contacts", default=300, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write one JSON line per email sent and per stage move.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_obj
+def simulate(
+    obj: Context, days: int, contacts: int, seed: int, export_path: Path | None, as_json: bool
+) -> None:
+    """Live a synthetic population through the real engine on a simulated clock."""
+    from nurture.simulate import simulate as run_simulation
+
+    obj.project()
+    database = obj.database or str(Path(obj.root) / f"simulation-{seed}.db")
+    if "://" not in database and Path(database).exists():
+        Path(database).unlink()
+    handle = export_path.open("w", encoding="utf-8") if export_path else None
+    try:
+        result = run_simulation(
+            obj.root, days=days, contacts=contacts, seed=seed, database=database, export=handle
+        )
+    finally:
+        if handle:
+            handle.close()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), sort_keys=True))
+    else:
+        click.echo(
+            f"{contacts} contacts over {days} simulated days (seed {seed}), database {database}"
+        )
+        click.echo("stages:   " + "  ".join(f"{k} {v}" for k, v in result.stages.items()))
+        click.echo(
+            "emails:   " + "  ".join(f"{k} {v}" for k, v in result.messages_by_phase.items())
+        )
+        click.echo(
+            "deferred: "
+            + ("  ".join(f"{k} {v}" for k, v in sorted(result.deferrals.items())) or "none")
+        )
+        click.echo(f"violations: {len(result.violations)}")
+        for line in result.violations[:20]:
+            click.echo(f"  {line}")
+    if result.violations:
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

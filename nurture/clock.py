@@ -1,0 +1,40 @@
+"""The one place that reads the wall clock; everything else is handed a `Clock`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock that moves only when told to: for tests and the simulator."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = as_utc(start)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, instant: datetime) -> None:
+        self._now = as_utc(instant)
+
+    def advance(self, delta: timedelta) -> None:
+        self._now += delta
+
+
+def as_utc(instant: datetime) -> datetime:
+    """Aware UTC datetime; a naive one (as SQLite returns them) is taken as UTC."""
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)

@@ -1,0 +1,316 @@
+"""Project settings (`nurture.yaml`): sender, stages, scoring, caps; typed and validated."""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from nurture import expressions
+from nurture.durations import format_duration, parse_duration
+from nurture.pacing import WEEKDAYS, Policy
+from nurture.phases import Phase, phase_rank
+from nurture.yamlfile import Document, parse_yaml, validate
+
+#: Event kinds the engine itself records; projects declare the others under `events:`.
+BUILTIN_EVENTS = frozenset(
+    {"email_opened", "email_clicked", "unsubscribed", "hard_bounced", "complained"}
+)
+#: Events after which no marketing email may go to the person, ever.
+SUPPRESSING_EVENTS = frozenset({"unsubscribed", "hard_bounced", "complained"})
+#: Profile fields every contact has; `custom_fields` adds more.
+PROFILE_FIELDS = (
+    "email",
+    "email_domain",
+    "first_name",
+    "last_name",
+    "company",
+    "account",
+    "sector",
+    "company_size",
+    "role",
+    "seniority",
+    "country",
+    "timezone",
+    "language",
+    "source",
+)
+FIRST_STAGE = "contact"
+DISQUALIFIED = "disqualified"
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return parse_duration(value)
+    raise ValueError("expected a duration such as 3d, 20h or 90m")
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name!r} is not an IANA time zone (e.g. Europe/Paris, America/New_York)"
+        ) from None
+    return name
+
+
+TimeZoneName = Annotated[str, AfterValidator(_zone)]
+
+
+def _condition(source: str, info: ValidationInfo) -> str:
+    names = (info.context or {}).get("names", expressions.BASE_NAMES)
+    return expressions.check_condition(source, names)
+
+
+Condition = Annotated[str, AfterValidator(_condition)]
+_NAME = r"^[a-z][a-z0-9_]*$"
+_QUIET = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sender(Strict):
+    from_name: str = Field(min_length=1)
+    from_address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    reply_to: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    postal_address: str = Field(
+        min_length=1, description="Printed in every footer, as anti-spam laws require."
+    )
+
+
+class Stage(Strict):
+    name: str = Field(pattern=_NAME)
+    label: str | None = None
+    phase: Phase | None = Field(
+        default=None, description="Content phase this stage receives; none: no nurture."
+    )
+    enter_on: list[str] = Field(
+        default_factory=list, description="Event kinds that move a contact here at once."
+    )
+    enter_when: Condition | None = Field(
+        default=None, description="Condition on scores and profile that moves a contact here."
+    )
+
+    @property
+    def title(self) -> str:
+        if self.label:
+            return self.label
+        return self.name.upper() if len(self.name) <= 3 else self.name.title()
+
+
+class Disqualify(Strict):
+    when: Condition | None = None
+    events: list[str] = Field(default_factory=list)
+
+
+class EngagementRule(Strict):
+    event: str
+    points: float
+    label: str | None = None
+    when: Condition | None = None
+    once_per: str | None = Field(
+        default=None,
+        description="Event property naming the object (message_id, url): points once per object.",
+    )
+    max_per_day: int | None = Field(default=None, ge=1)
+
+    @property
+    def name(self) -> str:
+        return self.label or (f"{self.event} when {self.when}" if self.when else self.event)
+
+
+class FitRule(Strict):
+    label: str = Field(min_length=1)
+    when: Condition
+    points: float
+
+
+class Engagement(Strict):
+    half_life: Duration | None = Field(
+        default=None, description="Engagement halves over this period (none: no decay)."
+    )
+    rules: list[EngagementRule] = Field(default_factory=list)
+
+
+class Scoring(Strict):
+    engagement: Engagement = Engagement()
+    fit: list[FitRule] = Field(default_factory=list)
+
+
+class Caps(Strict):
+    per_day: int = Field(default=1, ge=1, description="Emails per local calendar day.")
+    per_week: int = Field(default=3, ge=1, description="Emails in any rolling 7 days.")
+    min_gap: Duration = Field(default=timedelta(hours=20))
+    quiet_hours: str | None = Field(
+        default="20:00-08:00", description="Local window with no sends; may wrap midnight."
+    )
+    weekdays: list[str] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quiet_hours(value)
+        return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: list[str]) -> list[str]:
+        bad = [day for day in value if day not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"unknown weekday {', '.join(bad)}; use {', '.join(WEEKDAYS)}")
+        if not value:
+            raise ValueError("at least one weekday must allow sending")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> Caps:
+        if self.per_day > self.per_week:
+            raise ValueError(
+                f"per_day ({self.per_day}) is above per_week ({self.per_week}); "
+                "a day cannot allow more than a week"
+            )
+        return self
+
+    def policy(self) -> Policy:
+        start, end = parse_quiet_hours(self.quiet_hours) if self.quiet_hours else (None, None)
+        return Policy(
+            per_day=self.per_day,
+            per_week=self.per_week,
+            min_gap=self.min_gap,
+            quiet_start=start,
+            quiet_end=end,
+            weekdays=frozenset(WEEKDAYS.index(day) for day in self.weekdays),
+        )
+
+
+def parse_quiet_hours(text: str) -> tuple[time, time]:
+    match = _QUIET.match(text)
+    if not match:
+        raise ValueError(f"quiet hours {text!r} must look like 20:00-08:00")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+        raise ValueError(f"quiet hours {text!r} name a time that does not exist")
+    if (h1, m1) == (h2, m2):
+        raise ValueError(f"quiet hours {text!r} start and end at the same time")
+    return time(h1, m1), time(h2, m2)
+
+
+class Settings(Strict):
+    sender: Sender
+    base_url: str = Field(
+        default="http://localhost:5000",
+        pattern=r"^https?://[^\s/]+",
+        description="Public address of this engine, used in links inside emails.",
+    )
+    timezone: TimeZoneName = Field(default="UTC", description="Zone for contacts who have none.")
+    database_url: str | None = None
+    outbox_dir: str = "outbox"
+    tick_seconds: float = Field(default=30, gt=0)
+    batch_size: int = Field(default=500, ge=1)
+    events: list[str] = Field(default_factory=list, description="Custom event kinds.")
+    lists: dict[str, list[str]] = Field(
+        default_factory=dict, description="Named lists usable in conditions."
+    )
+    custom_fields: list[str] = Field(default_factory=list)
+    stages: list[Stage]
+    disqualify: Disqualify = Disqualify()
+    scoring: Scoring = Scoring()
+    caps: Caps = Caps()
+
+    @field_validator("events", "custom_fields")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(_NAME, name):
+                raise ValueError(f"{name!r} must be lower_snake_case")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        names = [stage.name for stage in self.stages]
+        reserved = {FIRST_STAGE, DISQUALIFIED} & set(names)
+        if reserved:
+            raise ValueError(f"stage {', '.join(reserved)} is built in; do not declare it")
+        if len(set(names)) != len(names):
+            raise ValueError("stage names must be unique")
+        clash = set(self.custom_fields) & set(PROFILE_FIELDS)
+        if clash:
+            raise ValueError(f"custom field {', '.join(sorted(clash))} is a built-in field")
+        known = self.event_kinds
+        last_rank = -1
+        for stage in self.stages:
+            for kind in stage.enter_on:
+                if kind not in known:
+                    raise ValueError(f"stage {stage.name}: enter_on names unknown event {kind!r}")
+            if stage.phase is not None:
+                if phase_rank(stage.phase) < last_rank:
+                    raise ValueError(
+                        f"stage {stage.name} receives {stage.phase} content after a later "
+                        "phase; phases must follow the funnel (discovery, evaluation, decision)"
+                    )
+                last_rank = phase_rank(stage.phase)
+            if stage.name == "lead" and stage.phase not in (None, "discovery"):
+                raise ValueError("stage lead may only receive discovery content")
+        for rule in self.scoring.engagement.rules:
+            if rule.event not in known:
+                raise ValueError(f"scoring rule names unknown event {rule.event!r}")
+        for kind in self.disqualify.events:
+            if kind not in known:
+                raise ValueError(f"disqualify.events names unknown event {kind!r}")
+        return self
+
+    @property
+    def event_kinds(self) -> frozenset[str]:
+        return BUILTIN_EVENTS | set(self.events)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [FIRST_STAGE, *(s.name for s in self.stages), DISQUALIFIED]
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def phase_of(self, stage_name: str) -> Phase | None:
+        stage = self.stage(stage_name)
+        return stage.phase if stage else None
+
+    @property
+    def condition_names(self) -> frozenset[str]:
+        return expressions.BASE_NAMES | set(self.lists)
+
+
+def condition_context(data: Any) -> dict[str, Any]:
+    """Validation context: names a condition may use, read ahead from the raw document."""
+    lists = data.get("lists") if isinstance(data, dict) else None
+    extra = set(lists) if isinstance(lists, dict) else set()
+    return {"names": expressions.BASE_NAMES | extra}
+
+
+def load_settings(path: Path, display: str | None = None) -> Settings:
+    doc: Document = parse_yaml(path.read_text(encoding="utf-8"), display or str(path))
+    return validate(Settings, doc, condition_context(doc.data))

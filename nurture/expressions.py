@@ -1,0 +1,54 @@
+"""Conditions marketers write (`engagement >= 40 and fit >= 30`), compiled by Jinja's sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+_env = SandboxedEnvironment(undefined=StrictUndefined)
+
+#: Names every condition may use; projects add their own lists (`lists:` in nurture.yaml).
+BASE_NAMES = frozenset({"contact", "fit", "engagement", "stage", "event", "days_in_stage"})
+
+
+class ExpressionError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=4096)
+def compile_condition(source: str) -> Callable[..., Any]:
+    """Compile once; raise ExpressionError saying what does not parse."""
+    if not source.strip():
+        raise ExpressionError("the condition is empty")
+    try:
+        return _env.compile_expression(source, undefined_to_none=False)
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(f"condition {source!r} does not parse: {exc.message}") from None
+
+
+def names_used(source: str) -> set[str]:
+    compile_condition(source)
+    return set(meta.find_undeclared_variables(_env.parse("{{ (" + source + ") }}")))
+
+
+def check_condition(source: str, allowed: Iterable[str]) -> str:
+    """Parse `source` and check that it only names what it may; return it unchanged."""
+    unknown = names_used(source) - set(allowed)
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        known = ", ".join(sorted(allowed))
+        raise ExpressionError(f"condition {source!r} uses unknown name {names}; known: {known}")
+    return source
+
+
+def evaluate(source: str, variables: Mapping[str, Any]) -> bool:
+    """True when the condition holds; a condition on a missing or mistyped value does not hold."""
+    try:
+        return bool(compile_condition(source)(**variables))
+    except (TypeError, UndefinedError, SecurityError, ZeroDivisionError):
+        return False

@@ -1,0 +1,375 @@
+"""Contacts and events in, scores, stage moves and enrollments out: the shell around scoring.
+
+Every function here works inside the caller's session and transaction, so an event, its
+score changes, its stage move and the re-routed enrollments commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nurture import expressions
+from nurture.config import DISQUALIFIED, FIRST_STAGE, SUPPRESSING_EVENTS
+from nurture.contacts import (
+    clean_profile,
+    condition_variables,
+    current_engagement,
+    normalize_email,
+    zone_of,
+)
+from nurture.models import Contact, Enrollment, Event, ScoreChange, StageMove, Suppression
+from nurture.project import Project
+from nurture.scoring import Change, engagement_changes, fit_score
+from nurture.stages import Move, next_stage
+
+ACTIVE, WAITING, PAUSED, COMPLETED, EXITED = "active", "waiting", "paused", "completed", "exited"
+OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
+
+
+class UnknownContact(LookupError):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What recording something changed, for callers to report."""
+
+    contact: Contact
+    event: Event | None = None
+    changes: list[Change] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
+    enrolled: list[str] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
+
+
+def upsert_contact(
+    session: Session,
+    project: Project,
+    email: str,
+    fields: Mapping[str, Any],
+    now: datetime,
+    *,
+    stage: str | None = None,
+    consent_source: str | None = None,
+) -> Outcome:
+    """Create or update a contact, rescore its fit, and apply the stage rules."""
+    settings = project.settings
+    address = normalize_email(email)
+    profile, custom = clean_profile(dict(fields), settings.custom_fields)
+    if stage is not None and stage not in settings.stage_names:
+        raise ValueError(
+            f"stage: unknown stage {stage!r}; stages are {', '.join(settings.stage_names)}"
+        )
+    contact = session.scalar(select(Contact).where(Contact.email == address))
+    if contact is None:
+        profile.setdefault("account", address.rsplit("@", 1)[1])
+        contact = Contact(
+            email=address,
+            custom=custom,
+            stage=FIRST_STAGE,
+            stage_since=now,
+            fit=0.0,
+            engagement=0.0,
+            engagement_at=now,
+            created_at=now,
+            paused=False,
+            **profile,
+        )
+        session.add(contact)
+        session.flush()
+        session.add(
+            StageMove(
+                contact_id=contact.id,
+                at=now,
+                from_stage=None,
+                to_stage=FIRST_STAGE,
+                reason="created",
+            )
+        )
+    else:
+        for name, value in profile.items():
+            setattr(contact, name, value)
+        if custom:
+            contact.custom = {**(contact.custom or {}), **custom}
+    if consent_source:
+        contact.consent_source, contact.consent_at = consent_source, now
+    outcome = Outcome(contact)
+    _rescore_fit(session, project, contact, now)
+    if stage is not None and stage != contact.stage:
+        _move(session, project, contact, Move(stage, "set by hand or import"), now, None, outcome)
+    _apply_stage_rules(session, project, contact, now, None, None, outcome)
+    _enroll(session, project, contact, now, None, outcome)
+    return outcome
+
+
+def record_event(
+    session: Session,
+    project: Project,
+    email: str,
+    kind: str,
+    now: datetime,
+    *,
+    occurred_at: datetime | None = None,
+    properties: Mapping[str, Any] | None = None,
+    client_event_id: str | None = None,
+    message_id: int | None = None,
+) -> Outcome:
+    """Store an event, then score it, move the stage, end goals and enroll, in that order."""
+    settings = project.settings
+    if kind not in settings.event_kinds:
+        raise ValueError(
+            f"kind: unknown event {kind!r}; known: {', '.join(sorted(settings.event_kinds))}"
+        )
+    address = normalize_email(email)
+    contact = session.scalar(select(Contact).where(Contact.email == address))
+    if contact is None:
+        raise UnknownContact(f"no contact {address}")
+    props = dict(properties or {})
+    if client_event_id is not None:
+        existing = session.scalar(
+            select(Event).where(
+                Event.contact_id == contact.id, Event.client_event_id == client_event_id
+            )
+        )
+        if existing is not None:
+            return Outcome(contact, existing)
+    event = Event(
+        contact_id=contact.id,
+        kind=kind,
+        occurred_at=occurred_at or now,
+        recorded_at=now,
+        properties=props,
+        client_event_id=client_event_id,
+        message_id=message_id,
+    )
+    session.add(event)
+    session.flush()
+    outcome = Outcome(contact, event)
+    if kind in SUPPRESSING_EVENTS:
+        suppress(session, contact.email, kind, f"event {event.id}", now)
+    event_vars = {"kind": kind, **props}
+    variables = condition_variables(contact, settings, now, event_vars)
+    changes = engagement_changes(
+        settings.scoring.engagement.rules,
+        kind,
+        props,
+        variables,
+        scored_objects=_scored_objects(session, contact.id),
+        scored_today=_scored_today(session, project, contact, now),
+    )
+    engagement = current_engagement(contact, settings, now)
+    for change in changes:
+        engagement += change.points
+        session.add(
+            ScoreChange(
+                contact_id=contact.id,
+                at=now,
+                axis="engagement",
+                points=change.points,
+                value_after=engagement,
+                rule=change.rule,
+                event_id=event.id,
+                object_key=change.object_key,
+            )
+        )
+    if changes:
+        contact.engagement, contact.engagement_at = engagement, now
+        if sum(c.points for c in changes) > 0:
+            contact.last_engaged_at = now
+    outcome.changes = changes
+    _apply_stage_rules(session, project, contact, now, event_vars, event, outcome)
+    _end_goals(session, project, contact, now, kind, outcome)
+    _enroll(session, project, contact, now, kind, outcome)
+    return outcome
+
+
+def move_stage(
+    session: Session, project: Project, email: str, stage: str, reason: str, now: datetime
+) -> Outcome:
+    """A move made by a person (sales recycles a lead, say): any direction, with its reason."""
+    if stage not in project.settings.stage_names:
+        raise ValueError(f"stage: unknown stage {stage!r}")
+    if not reason.strip():
+        raise ValueError("reason: say why the stage changes")
+    contact = session.scalar(select(Contact).where(Contact.email == normalize_email(email)))
+    if contact is None:
+        raise UnknownContact(f"no contact {email}")
+    outcome = Outcome(contact)
+    if stage != contact.stage:
+        _move(session, project, contact, Move(stage, reason), now, None, outcome)
+        _enroll(session, project, contact, now, None, outcome)
+    return outcome
+
+
+def suppress(session: Session, email: str, reason: str, source: str | None, now: datetime) -> None:
+    address = normalize_email(email)
+    if session.scalar(select(Suppression.id).where(Suppression.email == address)) is None:
+        session.add(Suppression(email=address, reason=reason, source=source, at=now))
+        session.flush()
+
+
+def _rescore_fit(session: Session, project: Project, contact: Contact, now: datetime) -> None:
+    variables = condition_variables(contact, project.settings, now)
+    fit, reasons = fit_score(project.settings.scoring.fit, variables)
+    if fit != contact.fit:
+        session.add(
+            ScoreChange(
+                contact_id=contact.id,
+                at=now,
+                axis="fit",
+                points=fit - contact.fit,
+                value_after=fit,
+                rule="; ".join(reasons) or "no fit rule matches",
+            )
+        )
+        contact.fit = fit
+
+
+def _apply_stage_rules(
+    session: Session,
+    project: Project,
+    contact: Contact,
+    now: datetime,
+    event_vars: dict[str, Any] | None,
+    event: Event | None,
+    outcome: Outcome,
+) -> None:
+    settings = project.settings
+    for _ in range(len(settings.stage_names)):
+        variables = condition_variables(contact, settings, now, event_vars)
+        kind = event_vars["kind"] if event_vars else None
+        move = next_stage(settings.stages, settings.disqualify, contact.stage, variables, kind)
+        if move is None:
+            return
+        _move(session, project, contact, move, now, event, outcome)
+
+
+def _move(
+    session: Session,
+    project: Project,
+    contact: Contact,
+    move: Move,
+    now: datetime,
+    event: Event | None,
+    outcome: Outcome,
+) -> None:
+    """Record the move and re-route the contact's enrollments in the same transaction."""
+    session.add(
+        StageMove(
+            contact_id=contact.id,
+            at=now,
+            from_stage=contact.stage,
+            to_stage=move.to_stage,
+            reason=move.reason,
+            event_id=event.id if event else None,
+        )
+    )
+    contact.stage, contact.stage_since = move.to_stage, now
+    outcome.moves.append(move)
+    for enrollment in _open_enrollments(session, contact.id):
+        workflow = project.workflows.get(enrollment.workflow)
+        if move.to_stage == DISQUALIFIED:
+            _end(enrollment, EXITED, f"disqualified: {move.reason}", now, outcome)
+        elif workflow is not None and move.to_stage in workflow.goals.stages:
+            _end(enrollment, COMPLETED, f"goal: reached stage {move.to_stage}", now, outcome)
+        elif enrollment.status != PAUSED:
+            enrollment.status, enrollment.due_at, enrollment.hold_reason = ACTIVE, now, None
+
+
+def _end_goals(
+    session: Session, project: Project, contact: Contact, now: datetime, kind: str, outcome: Outcome
+) -> None:
+    for enrollment in _open_enrollments(session, contact.id):
+        workflow = project.workflows.get(enrollment.workflow)
+        if workflow is not None and kind in workflow.goals.events:
+            _end(enrollment, COMPLETED, f"goal: {kind}", now, outcome)
+
+
+def _enroll(
+    session: Session,
+    project: Project,
+    contact: Contact,
+    now: datetime,
+    kind: str | None,
+    outcome: Outcome,
+) -> None:
+    """Enter every workflow whose entry rule the contact now meets, once per workflow."""
+    settings = project.settings
+    if settings.phase_of(contact.stage) is None:
+        return
+    if session.scalar(select(Suppression.id).where(Suppression.email == contact.email)) is not None:
+        return
+    already = set(
+        session.scalars(select(Enrollment.workflow).where(Enrollment.contact_id == contact.id))
+    )
+    variables = condition_variables(contact, settings, now)
+    for workflow in project.workflows.values():
+        if workflow.id in already or contact.stage in workflow.goals.stages:
+            continue
+        entry = workflow.enter
+        if (
+            contact.stage in entry.stages
+            or (kind is not None and kind in entry.events)
+            or (entry.when is not None and expressions.evaluate(entry.when, variables))
+        ):
+            session.add(
+                Enrollment(
+                    workflow=workflow.id,
+                    contact_id=contact.id,
+                    status=ACTIVE,
+                    positions={},
+                    entered_at=now,
+                    due_at=now,
+                )
+            )
+            outcome.enrolled.append(workflow.id)
+    session.flush()
+
+
+def _end(enrollment: Enrollment, status: str, reason: str, now: datetime, outcome: Outcome) -> None:
+    enrollment.status, enrollment.end_reason, enrollment.ended_at = status, reason, now
+    enrollment.due_at = None
+    outcome.ended.append(f"{enrollment.workflow}: {reason}")
+
+
+def _open_enrollments(session: Session, contact_id: int) -> list[Enrollment]:
+    return list(
+        session.scalars(
+            select(Enrollment).where(
+                Enrollment.contact_id == contact_id, Enrollment.status.in_(OPEN_STATUSES)
+            )
+        )
+    )
+
+
+def _scored_objects(session: Session, contact_id: int) -> set[tuple[str, str]]:
+    rows = session.execute(
+        select(ScoreChange.rule, ScoreChange.object_key).where(
+            ScoreChange.contact_id == contact_id, ScoreChange.object_key.is_not(None)
+        )
+    )
+    return {(rule, key) for rule, key in rows if key is not None}
+
+
+def _scored_today(
+    session: Session, project: Project, contact: Contact, now: datetime
+) -> dict[str, int]:
+    """Awards per rule since the start of the contact's local day."""
+    local = now.astimezone(zone_of(contact, project.settings))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = session.execute(
+        select(ScoreChange.rule, func.count())
+        .where(
+            ScoreChange.contact_id == contact.id,
+            ScoreChange.axis == "engagement",
+            ScoreChange.at >= midnight,
+        )
+        .group_by(ScoreChange.rule)
+    )
+    return {rule: count for rule, count in rows}

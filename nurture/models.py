@@ -1,0 +1,209 @@
+"""The database: contacts, events, ledgers, enrollments, the outbox, suppressions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; pass an aware UTC instant")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(200))
+    account: Mapped[str | None] = mapped_column(String(255), index=True)
+    sector: Mapped[str | None] = mapped_column(String(100))
+    company_size: Mapped[int | None] = mapped_column(Integer)
+    role: Mapped[str | None] = mapped_column(String(200))
+    seniority: Mapped[str | None] = mapped_column(String(50))
+    country: Mapped[str | None] = mapped_column(String(2))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(100))
+    custom: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    consent_source: Mapped[str | None] = mapped_column(String(200))
+    consent_at: Mapped[datetime | None]
+    stage: Mapped[str] = mapped_column(String(50), index=True)
+    stage_since: Mapped[datetime]
+    fit: Mapped[float] = mapped_column(Float, default=0.0)
+    engagement: Mapped[float] = mapped_column(Float, default=0.0)
+    engagement_at: Mapped[datetime]
+    last_engaged_at: Mapped[datetime | None]
+    paused: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("contact_id", "client_event_id"),
+        Index("ix_events_contact_occurred", "contact_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    client_event_id: Mapped[str | None] = mapped_column(String(200))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+
+
+class ScoreChange(Base):
+    """The score ledger: every change of fit or engagement with its cause."""
+
+    __tablename__ = "score_changes"
+    __table_args__ = (Index("ix_score_changes_contact_at", "contact_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    axis: Mapped[str] = mapped_column(String(16))
+    points: Mapped[float] = mapped_column(Float)
+    value_after: Mapped[float] = mapped_column(Float)
+    rule: Mapped[str] = mapped_column(String(300))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    object_key: Mapped[str | None] = mapped_column(String(500))
+
+
+class StageMove(Base):
+    """The stage ledger: every move with its reason."""
+
+    __tablename__ = "stage_moves"
+    __table_args__ = (Index("ix_stage_moves_contact_at", "contact_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    from_stage: Mapped[str | None] = mapped_column(String(50))
+    to_stage: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("workflow", "contact_id"),
+        Index("ix_enrollments_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(100))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    positions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    entered_at: Mapped[datetime]
+    due_at: Mapped[datetime | None]
+    last_sent_at: Mapped[datetime | None]
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Message(Base):
+    """The outbox. Its unique keys make a second send of a step, or of a content, impossible."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_key"),
+        UniqueConstraint("contact_id", "content_id"),
+        Index("ix_messages_contact_sent", "contact_id", "sent_at"),
+        Index("ix_messages_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    workflow: Mapped[str] = mapped_column(String(100))
+    step_key: Mapped[str] = mapped_column(String(100))
+    content_id: Mapped[str] = mapped_column(String(200))
+    phase: Mapped[str] = mapped_column(String(16))
+    stage_at_send: Mapped[str] = mapped_column(String(50))
+    subject: Mapped[str] = mapped_column(Text)
+    rfc_message_id: Mapped[str] = mapped_column(String(300), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Deferral(Base):
+    """An email held by a cap: when, until when, and why."""
+
+    __tablename__ = "deferrals"
+    __table_args__ = (Index("ix_deferrals_at", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    content_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+    until: Mapped[datetime | None]
+    rules: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class Suppression(Base):
+    """Absolute: no marketing email to this address, whatever a workflow says."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(50))
+    source: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime]

@@ -1,0 +1,94 @@
+"""A project folder: nurture.yaml, workflows/ and content/, loaded and checked as a whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nurture.config import Settings, load_settings
+from nurture.content import Piece, content_files, load_piece, sample_variables
+from nurture.problems import Problem, ProjectError
+from nurture.workflows import Workflow, load_workflow, workflow_context
+
+SETTINGS_FILE = "nurture.yaml"
+
+
+@dataclass
+class Project:
+    root: Path
+    settings: Settings
+    workflows: dict[str, Workflow]
+    content: dict[str, Piece]
+
+    @property
+    def database_path(self) -> Path:
+        return self.root / "nurture.db"
+
+    @property
+    def instance_dir(self) -> Path:
+        """Where the engine keeps what it makes for itself (the secret key)."""
+        return self.root / "instance"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.root / self.settings.outbox_dir
+
+
+def load_project(root: Path) -> Project:
+    """Load and check every file; raise ProjectError listing every problem, or return it all."""
+    root = root.resolve()
+    settings_path = root / SETTINGS_FILE
+    if not settings_path.is_file():
+        raise ProjectError(
+            [
+                Problem(
+                    str(settings_path),
+                    None,
+                    "no nurture.yaml here; run in a project folder or pass --project DIR",
+                )
+            ]
+        )
+    settings = load_settings(settings_path, _display(settings_path, root))
+    problems: list[Problem] = []
+    content: dict[str, Piece] = {}
+    content_root = root / "content"
+    variables = sample_variables(settings.custom_fields, settings.sender.model_dump())
+    for path in content_files(content_root):
+        try:
+            piece = load_piece(path, content_root, _display(path, root), variables)
+        except ProjectError as exc:
+            problems.extend(exc.problems)
+            continue
+        content[piece.id] = piece
+    phases: dict[str, str] = {piece_id: piece.phase for piece_id, piece in content.items()}
+    phases.update(_broken_ids(content_root, content))
+    context = workflow_context(settings, phases)
+    workflows: dict[str, Workflow] = {}
+    for path in sorted((root / "workflows").glob("*.y*ml")):
+        try:
+            workflow = load_workflow(path, _display(path, root), context)
+        except ProjectError as exc:
+            problems.extend(exc.problems)
+            continue
+        workflows[workflow.id] = workflow
+    if not workflows and not problems:
+        problems.append(Problem(_display(root / "workflows", root), None, "no workflow found"))
+    if problems:
+        raise ProjectError(problems)
+    return Project(root, settings, workflows, content)
+
+
+def _broken_ids(content_root: Path, loaded: dict[str, Piece]) -> dict[str, str]:
+    """Pieces that exist but failed to load: a workflow naming them is not wrong as well."""
+    return {
+        f"{p.parent.name}/{p.stem}": p.parent.name
+        for p in content_files(content_root)
+        if f"{p.parent.name}/{p.stem}" not in loaded
+    }
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

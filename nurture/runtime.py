@@ -1,0 +1,58 @@
+"""Wiring: a loaded project, its database, its signer and its dispatcher, from a folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine as Database
+
+from nurture.clock import Clock, SystemClock
+from nurture.db import make_engine, sqlite_url, upgrade
+from nurture.engine import Dispatcher
+from nurture.keys import secret_key
+from nurture.project import Project, load_project
+from nurture.tracking import Links
+from nurture.transport import OutboxTransport, Transport
+
+DATABASE_ENV = "NURTURE_DATABASE_URL"
+
+
+@dataclass
+class Runtime:
+    project: Project
+    database: Database
+    links: Links
+    dispatcher: Dispatcher
+    clock: Clock
+
+
+def database_url(project: Project, override: str | None = None) -> str:
+    """--db, then NURTURE_DATABASE_URL, then nurture.yaml, then nurture.db beside nurture.yaml."""
+    if override:
+        return override if "://" in override else sqlite_url(Path(override).resolve())
+    return (
+        os.environ.get(DATABASE_ENV)
+        or project.settings.database_url
+        or sqlite_url(project.database_path)
+    )
+
+
+def open_runtime(
+    root: Path,
+    *,
+    clock: Clock | None = None,
+    database: str | None = None,
+    transport: Transport | None = None,
+    migrate: bool = True,
+) -> Runtime:
+    project = load_project(root)
+    engine = make_engine(database_url(project, database))
+    if migrate:
+        upgrade(engine)
+    links = Links(secret_key(project.instance_dir), project.settings.base_url)
+    clock = clock or SystemClock()
+    transport = transport or OutboxTransport(project.outbox_dir, project.settings.sender)
+    dispatcher = Dispatcher(project, engine, transport, clock, links)
+    return Runtime(project, engine, links, dispatcher, clock)

@@ -1,0 +1,74 @@
+"""Fit and engagement scores: pure functions of the profile, the event and the ledger so far."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from nurture import expressions
+from nurture.config import EngagementRule, FitRule
+
+
+@dataclass(frozen=True)
+class Change:
+    """Points to add on one axis, and the rule that gives them."""
+
+    axis: str
+    points: float
+    rule: str
+    object_key: str | None = None
+
+
+def decayed(value: float, since: datetime, now: datetime, half_life: timedelta | None) -> float:
+    """Engagement `value` set at `since`, as it stands at `now` (exponential half-life)."""
+    if half_life is None or now <= since or value == 0:
+        return value
+    return float(value * 0.5 ** ((now - since) / half_life))
+
+
+def fit_score(rules: Sequence[FitRule], variables: Mapping[str, Any]) -> tuple[float, list[str]]:
+    """The fit of a profile, and the rules that gave it, as `label (+points)`."""
+    total = 0.0
+    reasons = []
+    for rule in rules:
+        if expressions.evaluate(rule.when, variables):
+            total += rule.points
+            reasons.append(f"{rule.label} ({rule.points:+g})")
+    return total, reasons
+
+
+def engagement_changes(
+    rules: Sequence[EngagementRule],
+    kind: str,
+    properties: Mapping[str, Any],
+    variables: Mapping[str, Any],
+    *,
+    scored_objects: Set[tuple[str, str]] = frozenset(),
+    scored_today: Mapping[str, int] | None = None,
+) -> list[Change]:
+    """The engagement points one event earns.
+
+    `scored_objects` holds the (rule, object) pairs that already earned points, so a second
+    click on one email adds nothing; `scored_today` counts each rule's awards today.
+    """
+    changes = []
+    for rule in rules:
+        if rule.event != kind or rule.points == 0:
+            continue
+        if rule.when is not None and not expressions.evaluate(rule.when, variables):
+            continue
+        object_key = None
+        if rule.once_per is not None:
+            value = properties.get(rule.once_per)
+            object_key = f"{rule.once_per}={value}" if value is not None else None
+            if object_key is not None and (rule.name, object_key) in scored_objects:
+                continue
+        if (
+            rule.max_per_day is not None
+            and (scored_today or {}).get(rule.name, 0) >= rule.max_per_day
+        ):
+            continue
+        changes.append(Change("engagement", rule.points, rule.name, object_key))
+    return changes

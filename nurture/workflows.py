@@ -1,0 +1,135 @@
+"""Workflow files (`workflows/*.yaml`) as typed objects; errors carry file:line and the field."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from nurture.config import Condition, Duration, Settings, Strict
+from nurture.phases import PHASES, Phase
+from nurture.problems import ProjectError
+from nurture.yamlfile import parse_yaml, validate
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context or {}
+
+
+class Step(Strict):
+    content: str = Field(description="Content id: <phase>/<file name without .mjml>.")
+    wait: Duration = Field(
+        default=timedelta(0), description="Wait after the previous email of this workflow."
+    )
+    when: Condition | None = Field(
+        default=None, description="Send only if this holds when the step comes due."
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        known: dict[str, str] = _context(info).get("content", {})
+        if known and value not in known:
+            close = [c for c in known if c.split("/")[-1] == value.split("/")[-1]]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"unknown content {value!r}{hint}")
+        return value
+
+
+class Entry(Strict):
+    stages: list[str] = Field(default_factory=list, description="Enter when in one of these.")
+    events: list[str] = Field(
+        default_factory=list, description="Enter when one of these events happens."
+    )
+    when: Condition | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Entry:
+        if not (self.stages or self.events or self.when):
+            raise ValueError("say who enters: stages, events or when (a condition)")
+        return self
+
+
+class Goals(Strict):
+    stages: list[str] = Field(default_factory=list, description="Reaching one ends the workflow.")
+    events: list[str] = Field(default_factory=list, description="One of these ends it.")
+
+
+class Workflow(Strict):
+    id: str = ""
+    name: str = Field(min_length=1)
+    description: str | None = None
+    enter: Entry
+    goals: Goals = Goals()
+    tracks: dict[Phase, list[Step]] = Field(description="One track of steps per content phase.")
+
+    @field_validator("enter", "goals", mode="after")
+    @classmethod
+    def _names(cls, value: Entry | Goals, info: ValidationInfo) -> Entry | Goals:
+        context = _context(info)
+        stages: list[str] = context.get("stages", [])
+        kinds: frozenset[str] = context.get("event_kinds", frozenset())
+        for stage in value.stages:
+            if stages and stage not in stages:
+                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(stages)}")
+        for kind in value.events:
+            if kinds and kind not in kinds:
+                raise ValueError(
+                    f"unknown event {kind!r}; declare it under events: in nurture.yaml"
+                )
+        return value
+
+    @field_validator("tracks", mode="after")
+    @classmethod
+    def _not_empty(cls, value: dict[Phase, list[Step]]) -> dict[Phase, list[Step]]:
+        if not any(value.values()):
+            raise ValueError(
+                "every track is empty; add steps under discovery, evaluation or decision"
+            )
+        return value
+
+    def track(self, phase: Phase | None) -> list[Step]:
+        return self.tracks.get(phase, []) if phase else []
+
+    @property
+    def phases(self) -> list[Phase]:
+        return [p for p in PHASES if self.tracks.get(p)]
+
+
+def workflow_context(settings: Settings, content_phases: dict[str, str]) -> dict[str, Any]:
+    return {
+        "names": settings.condition_names,
+        "stages": settings.stage_names,
+        "event_kinds": settings.event_kinds,
+        "content": content_phases,
+    }
+
+
+def load_workflow(path: Path, display: str, context: dict[str, Any]) -> Workflow:
+    doc = parse_yaml(path.read_text(encoding="utf-8"), display)
+    workflow = validate(Workflow, doc, context)
+    content_phases: dict[str, str] = context.get("content", {})
+    problems = []
+    seen: set[str] = set()
+    for phase, steps in workflow.tracks.items():
+        for index, step in enumerate(steps):
+            loc = ("tracks", phase, index, "content")
+            actual = content_phases.get(step.content)
+            if actual != phase:
+                problems.append(
+                    doc.problem(
+                        loc,
+                        (
+                            f"{step.content} is {actual} content; the {phase} track may only send "
+                            f"{phase} content"
+                        ),
+                    )
+                )
+            if step.content in seen:
+                problems.append(doc.problem(loc, f"{step.content} appears twice in this workflow"))
+            seen.add(step.content)
+    if problems:
+        raise ProjectError(problems)
+    return workflow.model_copy(update={"id": path.stem})
