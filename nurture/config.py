@@ -85,6 +85,24 @@ def _condition(source: str, info: ValidationInfo) -> str:
 
 
 Condition = Annotated[str, AfterValidator(_condition)]
+
+
+def _event_kind(kind: str, info: ValidationInfo) -> str:
+    known = (info.context or {}).get("event_kinds")
+    if known is not None and kind not in known:
+        raise ValueError(f"unknown event {kind!r}; declare it under events: in nurture.yaml")
+    return kind
+
+
+def _stage_name(name: str, info: ValidationInfo) -> str:
+    known = (info.context or {}).get("stages")
+    if known is not None and name not in known:
+        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(known)}")
+    return name
+
+
+EventKind = Annotated[str, AfterValidator(_event_kind)]
+StageName = Annotated[str, AfterValidator(_stage_name)]
 _NAME = r"^[a-z][a-z0-9_]*$"
 _QUIET = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
@@ -108,7 +126,7 @@ class Stage(Strict):
     phase: Phase | None = Field(
         default=None, description="Content phase this stage receives; none: no nurture."
     )
-    enter_on: list[str] = Field(
+    enter_on: list[EventKind] = Field(
         default_factory=list, description="Event kinds that move a contact here at once."
     )
     enter_when: Condition | None = Field(
@@ -124,11 +142,11 @@ class Stage(Strict):
 
 class Disqualify(Strict):
     when: Condition | None = None
-    events: list[str] = Field(default_factory=list)
+    events: list[EventKind] = Field(default_factory=list)
 
 
 class EngagementRule(Strict):
-    event: str
+    event: EventKind
     points: float
     label: str | None = None
     when: Condition | None = None
@@ -261,12 +279,8 @@ class Settings(Strict):
         clash = set(self.custom_fields) & set(PROFILE_FIELDS)
         if clash:
             raise ValueError(f"custom field {', '.join(sorted(clash))} is a built-in field")
-        known = self.event_kinds
         last_rank = -1
         for stage in self.stages:
-            for kind in stage.enter_on:
-                if kind not in known:
-                    raise ValueError(f"stage {stage.name}: enter_on names unknown event {kind!r}")
             if stage.phase is not None:
                 if phase_rank(stage.phase) < last_rank:
                     raise ValueError(
@@ -276,12 +290,6 @@ class Settings(Strict):
                 last_rank = phase_rank(stage.phase)
             if stage.name == "lead" and stage.phase not in (None, "discovery"):
                 raise ValueError("stage lead may only receive discovery content")
-        for rule in self.scoring.engagement.rules:
-            if rule.event not in known:
-                raise ValueError(f"scoring rule names unknown event {rule.event!r}")
-        for kind in self.disqualify.events:
-            if kind not in known:
-                raise ValueError(f"disqualify.events names unknown event {kind!r}")
         return self
 
     @property
@@ -306,9 +314,12 @@ class Settings(Strict):
 
 def condition_context(data: Any) -> dict[str, Any]:
     """Validation context: names a condition may use, read ahead from the raw document."""
-    lists = data.get("lists") if isinstance(data, dict) else None
+    raw = data if isinstance(data, dict) else {}
+    lists = raw.get("lists")
+    events = raw.get("events")
     extra = set(lists) if isinstance(lists, dict) else set()
-    return {"names": expressions.BASE_NAMES | extra}
+    kinds = {e for e in events if isinstance(e, str)} if isinstance(events, list) else set()
+    return {"names": expressions.BASE_NAMES | extra, "event_kinds": BUILTIN_EVENTS | kinds}
 
 
 def load_settings(path: Path, display: str | None = None) -> Settings:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from nurture.config import Condition, Duration, Settings, Strict
+from nurture.config import Condition, Duration, EventKind, Settings, StageName, Strict
 from nurture.phases import PHASES, Phase
 from nurture.problems import ProjectError
 from nurture.yamlfile import parse_yaml, validate
@@ -39,8 +39,8 @@ class Step(Strict):
 
 
 class Entry(Strict):
-    stages: list[str] = Field(default_factory=list, description="Enter when in one of these.")
-    events: list[str] = Field(
+    stages: list[StageName] = Field(default_factory=list, description="Enter when in one of these.")
+    events: list[EventKind] = Field(
         default_factory=list, description="Enter when one of these events happens."
     )
     when: Condition | None = None
@@ -53,8 +53,10 @@ class Entry(Strict):
 
 
 class Goals(Strict):
-    stages: list[str] = Field(default_factory=list, description="Reaching one ends the workflow.")
-    events: list[str] = Field(default_factory=list, description="One of these ends it.")
+    stages: list[StageName] = Field(
+        default_factory=list, description="Reaching one ends the workflow."
+    )
+    events: list[EventKind] = Field(default_factory=list, description="One of these ends it.")
 
 
 class Workflow(Strict):
@@ -64,22 +66,6 @@ class Workflow(Strict):
     enter: Entry
     goals: Goals = Goals()
     tracks: dict[Phase, list[Step]] = Field(description="One track of steps per content phase.")
-
-    @field_validator("enter", "goals", mode="after")
-    @classmethod
-    def _names(cls, value: Entry | Goals, info: ValidationInfo) -> Entry | Goals:
-        context = _context(info)
-        stages: list[str] = context.get("stages", [])
-        kinds: frozenset[str] = context.get("event_kinds", frozenset())
-        for stage in value.stages:
-            if stages and stage not in stages:
-                raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(stages)}")
-        for kind in value.events:
-            if kinds and kind not in kinds:
-                raise ValueError(
-                    f"unknown event {kind!r}; declare it under events: in nurture.yaml"
-                )
-        return value
 
     @field_validator("tracks", mode="after")
     @classmethod

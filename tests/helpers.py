@@ -1,0 +1,77 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Mapping
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from nurture.db import sessions
+from nurture.feedback import Outcome, record_event, upsert_contact
+from nurture.models import Contact, Message
+from nurture.runtime import Runtime
+from nurture.transport import OutboxTransport
+
+
+def outbox(rt: Runtime) -> list[Path]:
+    transport = rt.dispatcher.transport
+    assert isinstance(transport, OutboxTransport)
+    return sorted(transport.directory.glob("*.eml"))
+
+
+def parse_eml(path: Path) -> EmailMessage:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def add_contact(rt: Runtime, address: str, stage: str | None = "lead", **fields: Any) -> Outcome:
+    with sessions(rt.database).begin() as session:
+        return upsert_contact(session, rt.project, address, fields, rt.clock.now(), stage=stage)
+
+
+def event(rt: Runtime, address: str, kind: str, **properties: Any) -> Outcome:
+    with sessions(rt.database).begin() as session:
+        return record_event(
+            session, rt.project, address, kind, rt.clock.now(), properties=properties
+        )
+
+
+def contact(rt: Runtime, address: str) -> Contact:
+    with sessions(rt.database)() as session:
+        found = session.scalar(select(Contact).where(Contact.email == address))
+        assert found is not None
+        return found
+
+
+def messages(rt: Runtime, address: str | None = None) -> list[Message]:
+    with sessions(rt.database)() as session:
+        query = select(Message).order_by(Message.sent_at, Message.id)
+        if address:
+            query = query.join(Contact, Contact.id == Message.contact_id).where(
+                Contact.email == address
+            )
+        return list(session.scalars(query))
+
+
+def write(root: Path, relative: str, text: str) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def local(instant: datetime, zone: str) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return instant.astimezone(ZoneInfo(zone))
+
+
+def props(**values: Any) -> Mapping[str, Any]:
+    return values
