@@ -75,7 +75,9 @@ def load_records(
             .order_by(StageMove.at, StageMove.id)
         )
     ]
-    suppressed = dict(session.execute(select(Suppression.email, Suppression.at)).tuples().all())
+    suppressed = {
+        email: at for email, at in session.execute(select(Suppression.email, Suppression.at))
+    }
     return sent, moves, suppressed
 
 

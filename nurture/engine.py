@@ -129,15 +129,13 @@ class Dispatcher:
         if not is_sqlite(self.database):
             lock = lock.with_for_update()
         contacts = {c.id: c for c in session.scalars(lock)}
-        suppressed = dict(
-            session.execute(
-                select(Suppression.email, Suppression.reason).where(
-                    Suppression.email.in_([c.email for c in contacts.values()])
-                )
+        emails = [c.email for c in contacts.values()]
+        suppressed = {
+            email: reason
+            for email, reason in session.execute(
+                select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
             )
-            .tuples()
-            .all()
-        )
+        }
         sent_times: dict[int, list[datetime]] = defaultdict(list)
         received: dict[int, set[str]] = defaultdict(set)
         history = session.execute(

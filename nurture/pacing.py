@@ -103,9 +103,18 @@ def decide(
             lambda t: _quiet_text(policy, zone),
         ),
     ]
-    candidate = now
     held: dict[str, Hold] = {}
-    for _ in range(_MAX_ROUNDS):
+    candidate = now
+    for name, next_ok, describe in rules:  # every reason why not now
+        allowed = next_ok(now)
+        if allowed is None:
+            return Decision(None, (Hold(name, describe(now), None),))
+        if allowed > now:
+            held[name] = Hold(name, describe(now), allowed)
+            candidate = max(candidate, allowed)
+    if candidate == now:
+        return Decision(now)
+    for _ in range(_MAX_ROUNDS):  # then the earliest instant every rule allows
         moved = False
         for name, next_ok, describe in rules:
             allowed = next_ok(candidate)

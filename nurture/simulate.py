@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from nurture.audit import load_records, violations
 from nurture.clock import FixedClock
 from nurture.db import sessions
 from nurture.feedback import ACTIVE, record_event, upsert_contact
-from nurture.models import Contact, Enrollment, Message
+from nurture.models import Contact, Enrollment, Event, Message
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import NullTransport, Transport
 
@@ -299,26 +300,19 @@ def _next_due(runtime: Runtime) -> datetime | None:
         )
 
 
+def _counts(session: Session, column: InstrumentedAttribute[str]) -> dict[str, int]:
+    rows = session.execute(select(column, func.count()).group_by(column))
+    return {value: count for value, count in rows}
+
+
 def _result(
     runtime: Runtime, days: int, contacts: int, deferrals: dict[str, int], export: TextIO | None
 ) -> Result:
     settings = runtime.project.settings
     with sessions(runtime.database)() as session:
-        stages = dict(
-            session.execute(select(Contact.stage, func.count()).group_by(Contact.stage))
-            .tuples()
-            .all()
-        )
-        by_phase = dict(
-            session.execute(select(Message.phase, func.count()).group_by(Message.phase))
-            .tuples()
-            .all()
-        )
-        from nurture.models import Event
-
-        events = dict(
-            session.execute(select(Event.kind, func.count()).group_by(Event.kind)).tuples().all()
-        )
+        stages = _counts(session, Contact.stage)
+        by_phase = _counts(session, Message.phase)
+        events = _counts(session, Event.kind)
         sent, moves, suppressed = load_records(session, settings)
     if export is not None:
         for record in sent:
