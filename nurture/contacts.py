@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nurture.config import PROFILE_FIELDS, Settings
-from nurture.models import Contact
 from nurture.scoring import decayed
 
 _EMAIL = re.compile(
@@ -77,11 +76,32 @@ def zone_name(name: str) -> ZoneInfo:
         raise ValueError(f"timezone: {name!r} is not an IANA time zone") from None
 
 
-def zone_of(contact: Contact, settings: Settings) -> ZoneInfo:
+class ContactLike(Protocol):
+    """What the deciding parts read of a contact: an ORM object or a plain row."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def timezone(self) -> str | None: ...
+    @property
+    def custom(self) -> dict[str, Any]: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def stage_since(self) -> datetime: ...
+    @property
+    def fit(self) -> float: ...
+    @property
+    def engagement(self) -> float: ...
+    @property
+    def engagement_at(self) -> datetime: ...
+
+
+def zone_of(contact: ContactLike, settings: Settings) -> ZoneInfo:
     return ZoneInfo(contact.timezone or settings.timezone)
 
 
-def profile(contact: Contact, settings: Settings) -> dict[str, Any]:
+def profile(contact: ContactLike, settings: Settings) -> dict[str, Any]:
     """Every profile field (None when unknown), custom fields included."""
     data: dict[str, Any] = {name: getattr(contact, name, None) for name in PROFILE_FIELDS}
     data["email_domain"] = contact.email.rsplit("@", 1)[1]
@@ -91,12 +111,17 @@ def profile(contact: Contact, settings: Settings) -> dict[str, Any]:
 
 
 def condition_variables(
-    contact: Contact, settings: Settings, now: datetime, event: dict[str, Any] | None = None
+    contact: ContactLike,
+    settings: Settings,
+    now: datetime,
+    event: dict[str, Any] | None = None,
+    *,
+    fields: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a condition sees: profile, scores as of `now`, stage, the event, the lists."""
     return {
         **settings.lists,
-        "contact": profile(contact, settings),
+        "contact": fields if fields is not None else profile(contact, settings),
         "fit": contact.fit,
         "engagement": current_engagement(contact, settings, now),
         "stage": contact.stage,
@@ -105,6 +130,6 @@ def condition_variables(
     }
 
 
-def current_engagement(contact: Contact, settings: Settings, now: datetime) -> float:
+def current_engagement(contact: ContactLike, settings: Settings, now: datetime) -> float:
     half_life = settings.scoring.engagement.half_life
     return decayed(contact.engagement, contact.engagement_at, now, half_life)

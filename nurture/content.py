@@ -24,6 +24,7 @@ _html_env = Environment(autoescape=True, undefined=StrictUndefined, keep_trailin
 _text_env = Environment(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
 _FRONT = re.compile(r"\A---[ \t]*\n(.*?)^---[ \t]*\n", re.S | re.M)
 _POSITION = re.compile(r"at position (\d+):(\d+)")
+_SEPARATOR = "\x1e"
 _TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=True)
 PARTIALS = "partials"
 
@@ -49,16 +50,12 @@ class Piece:
     phase: Phase
     path: Path
     front: FrontMatter
-    subject: Template
-    html: Template
-    text: Template
+    template: Template
 
     def render(self, variables: Mapping[str, Any]) -> Rendered:
-        return Rendered(
-            subject=" ".join(self.subject.render(variables).split()),
-            html=self.html.render(variables),
-            text=self.text.render(variables),
-        )
+        """Subject, HTML and text in one Jinja render: one context per email, not three."""
+        subject, html, text = self.template.render(variables).split(_SEPARATOR)
+        return Rendered(subject=" ".join(subject.split()), html=html, text=text)
 
 
 def sample_variables(custom_fields: list[str], sender: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,27 +114,24 @@ def load_piece(path: Path, content_root: Path, display: str, variables: Mapping[
     if problems:
         raise ProjectError(problems)
     assert subject is not None and checked_body is not None
-    for template, first_line in ((subject, 2), (checked_body, body_line)):
-        _check_render(template, variables, display, first_line, problems)
+    for part, first_line in ((subject, 2), (checked_body, body_line)):
+        _check_render(part, variables, display, first_line, problems)
     try:
         html = compile_mjml(_with_preheader(body, front.preheader), content_root)
     except (ValueError, FileNotFoundError) as exc:
         problems.append(Problem(display, _mjml_line(str(exc), body, body_line), f"MJML: {exc}"))
     if problems:
         raise ProjectError(problems)
-    html_template = _template(_html_env, html, display, None, problems)
-    text_template = _template(_text_env, html_to_text(html), display, None, problems)
-    if problems or html_template is None or text_template is None:
-        raise ProjectError(problems)
-    return Piece(
-        id=f"{phase}/{path.stem}",
-        phase=phase,
-        path=path,
-        front=front,
-        subject=subject,
-        html=html_template,
-        text=text_template,
+    if _SEPARATOR in raw:
+        raise ProjectError([Problem(display, None, "the file holds a control character (0x1E)")])
+    combined = (
+        f"{{% autoescape false %}}{front.subject}{{% endautoescape %}}{_SEPARATOR}{html}"
+        f"{_SEPARATOR}{{% autoescape false %}}{html_to_text(html)}{{% endautoescape %}}"
     )
+    template = _template(_html_env, combined, display, None, problems)
+    if problems or template is None:
+        raise ProjectError(problems)
+    return Piece(id=f"{phase}/{path.stem}", phase=phase, path=path, front=front, template=template)
 
 
 def _with_preheader(body: str, preheader: str | None) -> str:

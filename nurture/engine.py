@@ -13,15 +13,15 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine as Database
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import Clock
 from nurture.config import DISQUALIFIED
-from nurture.contacts import condition_variables, profile, zone_of
+from nurture.contacts import ContactLike, condition_variables, profile, zone_of
 from nurture.db import is_sqlite, write_transaction
 from nurture.feedback import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
 from nurture.models import Contact, Deferral, Enrollment, Message, Suppression
@@ -32,6 +32,26 @@ from nurture.tracking import Links
 from nurture.transport import Outgoing, Transport
 
 log = logging.getLogger(__name__)
+_table = cast(Table, Enrollment.__table__)
+#: One statement for every claimed enrollment: rows share their keys, so it runs as one batch.
+_UPDATE_ENROLLMENT = (
+    update(_table)
+    .where(_table.c.id == bindparam("b_id"))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "status",
+                "positions",
+                "due_at",
+                "last_sent_at",
+                "hold_reason",
+                "ended_at",
+                "end_reason",
+            )
+        }
+    )
+)
 
 #: Message states that count against caps: everything that may have reached the person.
 COUNTED = ("queued", "sending", "sent", "unknown")
@@ -107,28 +127,36 @@ class Dispatcher:
             if batch.deferrals:
                 session.execute(insert(Deferral), batch.deferrals)
             if batch.enrollments:
-                session.execute(update(Enrollment), batch.enrollments)
+                session.execute(_UPDATE_ENROLLMENT, batch.enrollments)
         self._deliver(batch)
         return batch.report
 
     def _decide(self, session: Session, now: datetime) -> _Batch:
         claim = (
-            select(Enrollment)
+            select(
+                Enrollment.id,
+                Enrollment.workflow,
+                Enrollment.contact_id,
+                Enrollment.positions,
+                Enrollment.entered_at,
+                Enrollment.last_sent_at,
+            )
             .where(Enrollment.status == ACTIVE, Enrollment.due_at <= now)
             .order_by(Enrollment.due_at, Enrollment.id)
             .limit(self.batch_size)
         )
         if not is_sqlite(self.database):
             claim = claim.with_for_update(skip_locked=True)
-        enrollments = list(session.scalars(claim))
+        enrollments = session.execute(claim).all()
         batch = _Batch()
         if not enrollments:
             return batch
         contact_ids = sorted({e.contact_id for e in enrollments})
-        lock = select(Contact).where(Contact.id.in_(contact_ids)).order_by(Contact.id)
+        lock = select(*Contact.__table__.columns).where(Contact.id.in_(contact_ids))
+        lock = lock.order_by(Contact.id)
         if not is_sqlite(self.database):
             lock = lock.with_for_update()
-        contacts = {c.id: c for c in session.scalars(lock)}
+        contacts = {c.id: c for c in session.execute(lock)}
         emails = [c.email for c in contacts.values()]
         suppressed = {
             email: reason
@@ -161,8 +189,8 @@ class Dispatcher:
 
     def _step(
         self,
-        enrollment: Enrollment,
-        contact: Contact,
+        enrollment: Row[Any],
+        contact: Row[Any],
         suppression: str | None,
         sent: list[datetime],
         received: set[str],
@@ -171,7 +199,16 @@ class Dispatcher:
     ) -> None:
         settings = self.project.settings
         workflow = self.project.workflows.get(enrollment.workflow)
-        row: dict[str, Any] = {"id": enrollment.id}
+        row: dict[str, Any] = {
+            "b_id": enrollment.id,
+            "status": ACTIVE,
+            "positions": enrollment.positions,
+            "due_at": None,
+            "last_sent_at": enrollment.last_sent_at,
+            "hold_reason": None,
+            "ended_at": None,
+            "end_reason": None,
+        }
         batch.enrollments.append(row)
         end = None
         if workflow is None:
@@ -192,7 +229,9 @@ class Dispatcher:
             batch.report.waiting += 1
             return
         phase = settings.phase_of(contact.stage)
-        variables = condition_variables(contact, settings, now)
+        person = cast(ContactLike, contact)
+        fields = profile(person, settings)
+        variables = condition_variables(person, settings, now, fields=fields)
         since = enrollment.last_sent_at or enrollment.entered_at
         plan = plan_next(
             workflow,
@@ -213,7 +252,7 @@ class Dispatcher:
             row.update(due_at=plan.until, positions=plan.positions, hold_reason=None)
             batch.report.waiting += 1
             return
-        decision = decide(now=now, sent=sent, policy=self.policy, zone=zone_of(contact, settings))
+        decision = decide(now=now, sent=sent, policy=self.policy, zone=zone_of(person, settings))
         if not decision.send_now:
             held = dict(plan.positions)
             held[plan.phase] -= 1
@@ -236,7 +275,7 @@ class Dispatcher:
             for hold in decision.holds:
                 batch.report.deferral_reasons[hold.rule] += 1
             return
-        self._reserve(enrollment, contact, workflow.id, plan, now, batch, row)
+        self._reserve(enrollment, contact, fields, workflow.id, plan, now, batch, row)
         sent.append(now)
         received.add(plan.step.content)
         following = plan_next(
@@ -249,8 +288,9 @@ class Dispatcher:
 
     def _reserve(
         self,
-        enrollment: Enrollment,
-        contact: Contact,
+        enrollment: Row[Any],
+        contact: Row[Any],
+        fields: dict[str, Any],
         workflow_id: str,
         plan: Send,
         now: datetime,
@@ -262,7 +302,7 @@ class Dispatcher:
         unsubscribe_url = self.links.unsubscribe_url(key)
         rendered = piece.render(
             {
-                "contact": profile(contact, self.project.settings),
+                "contact": fields,
                 "sender": self.sender,
                 "unsubscribe_url": unsubscribe_url,
             }
@@ -330,6 +370,6 @@ class Dispatcher:
         batch.report.failed += len(failures)
 
 
-def _full_name(contact: Contact) -> str | None:
+def _full_name(contact: Row[Any]) -> str | None:
     name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
     return name or None

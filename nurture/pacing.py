@@ -199,6 +199,9 @@ def _walk(
 
     `next_change(wall)` gives the next wall time after `wall` at which `ok` may change.
     """
+    offset = _offset(t, zone)
+    if ok((t + offset).replace(tzinfo=None)):
+        return t
     horizon = t + timedelta(days=30)
     for a, b, offset in _spans(t, zone):
         if a > horizon:

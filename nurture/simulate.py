@@ -288,7 +288,7 @@ def _react(
                 add("page_visited", 6, url="https://keel-retention.example/pricing")
             if phase == "evaluation" and rng.random() < 0.5:
                 add("webinar_attended", 60 * 24, webinar="retention-playbook")
-        if phase == "decision" and rng.random() < persona.meeting:
+        if phase != "discovery" and rng.random() < persona.meeting:
             add("meeting_booked", 30, message_id=message_id)
     return actions
 

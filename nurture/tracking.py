@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from itsdangerous import BadSignature, URLSafeSerializer
+import hashlib
+
+from itsdangerous import BadSignature, Signer
 
 
 class Links:
     def __init__(self, secret: str, base_url: str) -> None:
-        self._unsubscribe = URLSafeSerializer(secret, salt="nurture.unsubscribe")
+        self._unsubscribe = Signer(secret, salt="nurture.unsubscribe", digest_method=hashlib.sha256)
         self.base_url = base_url.rstrip("/")
 
     def unsubscribe_url(self, message_key: str) -> str:
-        return f"{self.base_url}/u/{self._unsubscribe.dumps(message_key)}"
+        return f"{self.base_url}/u/{self._unsubscribe.sign(message_key).decode()}"
 
     def unsubscribe_key(self, token: str) -> str | None:
         """The message a token belongs to, or None when it is forged or altered."""
         try:
-            value = self._unsubscribe.loads(token)
-        except BadSignature:
+            return self._unsubscribe.unsign(token).decode()
+        except (BadSignature, UnicodeDecodeError):
             return None
-        return value if isinstance(value, str) else None

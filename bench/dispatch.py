@@ -1,0 +1,138 @@
+"""Dispatch throughput: emails planned, rendered and recorded per second, against a floor.
+
+    python bench/dispatch.py [--contacts 100000]
+
+Sets up N contacts due at once (bulk-inserted on a fresh SQLite file), then times the real
+dispatcher with outbox writing switched off (a null transport). In the same run it times the
+floor: one Jinja render of the same content plus one row insert per email. It prints both
+rates and their ratio, the figure to drive down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, insert
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nurture.clock import FixedClock  # noqa: E402
+from nurture.content import sample_variables  # noqa: E402
+from nurture.db import write_transaction  # noqa: E402
+from nurture.models import Contact, Enrollment  # noqa: E402
+from nurture.runtime import open_runtime  # noqa: E402
+from nurture.transport import NullTransport  # noqa: E402
+
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 09:00 in Paris
+
+
+def setup(root: Path, count: int) -> None:
+    rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
+    contacts = [
+        {
+            "id": i,
+            "email": f"person{i}@company{i % 5000}.example",
+            "first_name": f"Name{i}",
+            "company": f"Company {i % 5000}",
+            "account": f"company{i % 5000}.example",
+            "sector": "saas",
+            "company_size": 300,
+            "seniority": "vp",
+            "timezone": "Europe/Paris",
+            "custom": {},
+            "stage": "lead",
+            "stage_since": NOW,
+            "fit": 55.0,
+            "engagement": 0.0,
+            "engagement_at": NOW,
+            "paused": False,
+            "created_at": NOW,
+        }
+        for i in range(1, count + 1)
+    ]
+    enrollments = [
+        {
+            "id": i,
+            "workflow": "guide-nurture",
+            "contact_id": i,
+            "status": "active",
+            "positions": {},
+            "entered_at": NOW,
+            "due_at": NOW,
+        }
+        for i in range(1, count + 1)
+    ]
+    with write_transaction(rt.database) as session:
+        for start in range(0, count, 10_000):
+            session.execute(insert(Contact), contacts[start : start + 10_000])
+            session.execute(insert(Enrollment), enrollments[start : start + 10_000])
+    rt.database.dispose()
+
+
+def engine_rate(root: Path, count: int) -> float:
+    rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
+    started = time.perf_counter()
+    report = rt.dispatcher.tick()
+    elapsed = time.perf_counter() - started
+    assert report.sent == count, f"expected {count} sent, got {report}"
+    rt.database.dispose()
+    return count / elapsed
+
+
+def floor_rate(root: Path, count: int) -> float:
+    """One render of the same piece per email and one row insert per email, batched alike."""
+    rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
+    piece = rt.project.content["discovery/hidden-cost-of-churn"]
+    variables = sample_variables([], rt.project.settings.sender.model_dump())
+    scratch = Table(
+        "floor_rows",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("contact_id", Integer),
+        Column("subject", String(300)),
+        Column("body", Text),
+    )
+    scratch.create(rt.database)
+    batch = rt.dispatcher.batch_size
+    started = time.perf_counter()
+    for start in range(0, count, batch):
+        rows = []
+        for i in range(start, min(start + batch, count)):
+            variables["contact"]["first_name"] = f"Name{i}"
+            html = piece.template.render(variables)
+            rows.append({"contact_id": i, "subject": "s", "body": html[:10]})
+        with write_transaction(rt.database) as session:
+            session.execute(insert(scratch), rows)
+    elapsed = time.perf_counter() - started
+    rt.database.dispose()
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "project"
+        root.mkdir()
+        shutil.copy(REPO / "nurture.yaml", root)
+        shutil.copytree(REPO / "workflows", root / "workflows")
+        shutil.copytree(REPO / "content", root / "content")
+        setup(root, args.contacts)
+        engine = engine_rate(root, args.contacts)
+        floor = floor_rate(root, args.contacts)
+    print(f"contacts due:          {args.contacts}")
+    print(f"engine:                {engine:,.0f} emails/s (planned, paced, rendered, recorded)")
+    print(f"floor:                 {floor:,.0f} emails/s (one Jinja render + one row insert)")
+    print(f"ratio:                 {floor / engine:.1f}x the floor's time per email (drive down)")
+
+
+if __name__ == "__main__":
+    main()
