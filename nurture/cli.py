@@ -123,6 +123,9 @@ def tick(obj: Context) -> None:
         f"{report.sent} sent, {report.deferred} deferred, {report.waiting} waiting, "
         f"{report.ended} ended, {report.failed} failed"
     )
+    if report.deferral_reasons:
+        held = ", ".join(f"{rule} {n}" for rule, n in sorted(report.deferral_reasons.items()))
+        click.echo(f"held by: {held}")
 
 
 @main.group()
