@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
+from sqlalchemy.orm import Session
 
 from nurture.clock import as_utc
 from nurture.content import sample_variables
 from nurture.db import make_engine, sessions, upgrade
-from nurture.feedback import UnknownContact, record_event, upsert_contact
+from nurture.feedback import Outcome, UnknownContact, record_event, upsert_contact
 from nurture.models import Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
@@ -162,25 +163,18 @@ def contact_add(
     nurture contact add ana@acme.com first_name=Ana timezone=Europe/Paris --stage lead
     """
     runtime = obj.runtime()
-    now = runtime.clock.now()
-    try:
-        with sessions(runtime.database).begin() as session:
-            outcome = upsert_contact(
-                session,
-                runtime.project,
-                email,
-                _pairs(fields),
-                now,
-                stage=stage,
-                consent_source=consent_source,
-            )
-            found = outcome.contact
-            summary = f"{found.email}: stage {found.stage}, fit {found.fit:g}"
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(summary)
-    for workflow in outcome.enrolled:
-        click.echo(f"  entered {workflow}")
+    _report(
+        runtime,
+        lambda session, now: upsert_contact(
+            session,
+            runtime.project,
+            email,
+            _pairs(fields),
+            now,
+            stage=stage,
+            consent_source=consent_source,
+        ),
+    )
 
 
 @main.command()
@@ -199,30 +193,42 @@ def event(
 ) -> None:
     """Record an engagement event: nurture event ana@acme.com page_visited url=/pricing"""
     runtime = obj.runtime()
-    now = runtime.clock.now()
+    occurred_at = as_utc(at) if at else None
+    _report(
+        runtime,
+        lambda session, now: record_event(
+            session,
+            runtime.project,
+            email,
+            kind,
+            now,
+            occurred_at=occurred_at,
+            properties=_pairs(properties),
+        ),
+    )
+
+
+def _report(runtime: Runtime, change: Callable[[Session, datetime], Outcome]) -> None:
+    """Apply one change in a transaction, then say what it did."""
     try:
         with sessions(runtime.database).begin() as session:
-            outcome = record_event(
-                session,
-                runtime.project,
-                email,
-                kind,
-                now,
-                occurred_at=as_utc(at) if at else None,
-                properties=_pairs(properties),
+            outcome = change(session, runtime.clock.now())
+            found = outcome.contact
+            summary = (
+                f"{found.email}: stage {found.stage}, fit {found.fit:g}, "
+                f"engagement {found.engagement:.1f}"
             )
-            stage, engagement = outcome.contact.stage, outcome.contact.engagement
     except (ValueError, UnknownContact) as exc:
         raise click.ClickException(str(exc)) from None
-    for change in outcome.changes:
-        click.echo(f"  {change.points:+g} engagement: {change.rule}")
+    for item in outcome.changes:
+        click.echo(f"  {item.points:+g} engagement: {item.rule}")
     for move in outcome.moves:
         click.echo(f"  stage -> {move.to_stage}: {move.reason}")
     for ended in outcome.ended:
         click.echo(f"  ended {ended}")
     for workflow in outcome.enrolled:
         click.echo(f"  entered {workflow}")
-    click.echo(f"{email}: stage {stage}, engagement {engagement:.1f}")
+    click.echo(summary)
 
 
 @main.command()
@@ -274,17 +280,29 @@ def preview(
     help="Write one JSON line per email sent and per stage move.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--db",
+    "sim_database",
+    help="Fresh database for the run (default: simulation-SEED.db; a SQLite file is replaced).",
+)
 @click.pass_obj
 def simulate(
-    obj: Context, days: int, contacts: int, seed: int, export_path: Path | None, as_json: bool
+    obj: Context,
+    days: int,
+    contacts: int,
+    seed: int,
+    export_path: Path | None,
+    as_json: bool,
+    sim_database: str | None,
 ) -> None:
     """Live a synthetic population through the real engine on a simulated clock."""
     from nurture.simulate import simulate as run_simulation
 
     obj.project()
-    database = obj.database or str(Path(obj.root) / f"simulation-{seed}.db")
-    if "://" not in database and Path(database).exists():
-        Path(database).unlink()
+    database = sim_database or obj.database or str(Path(obj.root) / f"simulation-{seed}.db")
+    if "://" not in database:
+        for suffix in ("", "-wal", "-shm"):
+            Path(database + suffix).unlink(missing_ok=True)
     handle = export_path.open("w", encoding="utf-8") if export_path else None
     try:
         result = run_simulation(

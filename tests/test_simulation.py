@@ -108,9 +108,9 @@ def test_simulate_command_json_and_export(project_dir: Path, tmp_path: Path) -> 
         [
             "--project",
             str(project_dir),
+            "simulate",
             "--db",
             str(tmp_path / "cli.db"),
-            "simulate",
             "--days",
             "14",
             "--contacts",
@@ -123,6 +123,7 @@ def test_simulate_command_json_and_export(project_dir: Path, tmp_path: Path) -> 
         ],
     )
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli.db").exists()
     data = json.loads(result.output)
     assert {"stages", "messages_by_phase", "violations"} <= set(data)
     assert data["violations"] == []
