@@ -179,31 +179,58 @@ class Scoring(Strict):
     fit: list[FitRule] = Field(default_factory=list)
 
 
-class Caps(Strict):
-    per_day: int = Field(default=1, ge=1, description="Emails per local calendar day.")
-    per_week: int = Field(default=3, ge=1, description="Emails in any rolling 7 days.")
-    min_gap: Duration = Field(default=timedelta(hours=20))
-    quiet_hours: str | None = Field(
-        default="20:00-08:00", description="Local window with no sends; may wrap midnight."
-    )
-    weekdays: list[str] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
+class _CapFields(Strict):
+    """Validators shared by the project's caps and their per-workflow or per-contact overrides."""
 
-    @field_validator("quiet_hours")
+    @field_validator("quiet_hours", check_fields=False)
     @classmethod
     def _quiet(cls, value: str | None) -> str | None:
         if value is not None:
             parse_quiet_hours(value)
         return value
 
-    @field_validator("weekdays")
+    @field_validator("weekdays", check_fields=False)
     @classmethod
-    def _weekdays(cls, value: list[str]) -> list[str]:
+    def _weekdays(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
         bad = [day for day in value if day not in WEEKDAYS]
         if bad:
             raise ValueError(f"unknown weekday {', '.join(bad)}; use {', '.join(WEEKDAYS)}")
         if not value:
             raise ValueError("at least one weekday must allow sending")
         return value
+
+
+class CapsOverride(_CapFields):
+    """Caps a workflow or a contact sets for itself; what it leaves out comes from the project."""
+
+    per_day: int | None = Field(default=None, ge=1)
+    per_week: int | None = Field(default=None, ge=1)
+    per_month: int | None = Field(default=None, ge=1)
+    min_gap: Duration | None = None
+    quiet_hours: str | None = None
+    weekdays: list[str] | None = None
+    sunset_after: int | None = Field(default=None, ge=1)
+
+
+class Caps(_CapFields):
+    per_day: int = Field(default=1, ge=1, description="Emails per local calendar day.")
+    per_week: int = Field(default=3, ge=1, description="Emails in any rolling 7 days.")
+    per_month: int | None = Field(default=None, ge=1, description="Emails in any 30 days.")
+    min_gap: Duration = Field(default=timedelta(hours=20))
+    quiet_hours: str | None = Field(
+        default="20:00-08:00", description="Local window with no sends; may wrap midnight."
+    )
+    weekdays: list[str] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
+    account_per_day: int | None = Field(
+        default=None, ge=1, description="Emails a day across all people of one account."
+    )
+    sunset_after: int | None = Field(
+        default=None, ge=1, description="Stop after this many emails in a row with no engagement."
+    )
+    rate_per_minute: int | None = Field(default=None, ge=1, description="Sender-wide rate.")
+    rate_per_hour: int | None = Field(default=None, ge=1, description="Sender-wide rate.")
 
     @model_validator(mode="after")
     def _order(self) -> Caps:
@@ -212,7 +239,20 @@ class Caps(Strict):
                 f"per_day ({self.per_day}) is above per_week ({self.per_week}); "
                 "a day cannot allow more than a week"
             )
+        if self.per_month is not None and self.per_week > self.per_month:
+            raise ValueError(
+                f"per_week ({self.per_week}) is above per_month ({self.per_month}); "
+                "a week cannot allow more than 30 days"
+            )
         return self
+
+    def merged(self, *overrides: CapsOverride | None) -> Caps:
+        """These caps with each override's fields laid over them in turn (later ones win)."""
+        data = self.model_dump()
+        for override in overrides:
+            if override is not None:
+                data.update(override.model_dump(exclude_unset=True))
+        return Caps.model_validate(data)
 
     def policy(self) -> Policy:
         start, end = parse_quiet_hours(self.quiet_hours) if self.quiet_hours else (None, None)
@@ -223,7 +263,20 @@ class Caps(Strict):
             quiet_start=start,
             quiet_end=end,
             weekdays=frozenset(WEEKDAYS.index(day) for day in self.weekdays),
+            per_month=self.per_month,
+            account_per_day=self.account_per_day,
+            sunset_after=self.sunset_after,
+            rate_per_minute=self.rate_per_minute,
+            rate_per_hour=self.rate_per_hour,
         )
+
+
+class AccountPause(Strict):
+    """When one person of an account books a meeting or reaches a stage, hold the others."""
+
+    events: list[EventKind] = Field(default_factory=list)
+    stages: list[StageName] = Field(default_factory=list)
+    duration: Duration = Field(default=timedelta(days=30))
 
 
 def parse_quiet_hours(text: str) -> tuple[time, time]:
@@ -259,6 +312,7 @@ class Settings(Strict):
     disqualify: Disqualify = Disqualify()
     scoring: Scoring = Scoring()
     caps: Caps = Caps()
+    account_pause: AccountPause = AccountPause()
 
     @field_validator("events", "custom_fields")
     @classmethod
@@ -319,7 +373,15 @@ def condition_context(data: Any) -> dict[str, Any]:
     events = raw.get("events")
     extra = set(lists) if isinstance(lists, dict) else set()
     kinds = {e for e in events if isinstance(e, str)} if isinstance(events, list) else set()
-    return {"names": expressions.BASE_NAMES | extra, "event_kinds": BUILTIN_EVENTS | kinds}
+    stages = raw.get("stages")
+    names = (
+        [s.get("name") for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
+    )
+    return {
+        "names": expressions.BASE_NAMES | extra,
+        "event_kinds": BUILTIN_EVENTS | kinds,
+        "stages": [FIRST_STAGE, *(n for n in names if isinstance(n, str)), DISQUALIFIED],
+    }
 
 
 def load_settings(path: Path, display: str | None = None) -> Settings:

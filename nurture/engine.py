@@ -8,25 +8,26 @@ last slot of a day, and a step can never produce two emails.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Engine as Database
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Row, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import Clock
-from nurture.config import DISQUALIFIED
+from nurture.config import CapsOverride
 from nurture.contacts import ContactLike, condition_variables, profile, zone_of
 from nurture.db import is_sqlite, write_transaction
-from nurture.feedback import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
+from nurture.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
 from nurture.models import Contact, Deferral, Enrollment, Message, Suppression
-from nurture.pacing import decide
-from nurture.planner import Exhausted, Send, WaitUntil, plan_next
+from nurture.pacing import Policy
+from nurture.planner import Send
 from nurture.project import Project
 from nurture.tracking import Links
 from nurture.transport import Outgoing, Transport
@@ -77,6 +78,17 @@ class Report:
 
 
 @dataclass
+class _History:
+    """Past sends the caps read: per contact, per account, sender-wide; and suppressions."""
+
+    sent: dict[int, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    received: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    account: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    everyone: list[datetime] = field(default_factory=list)
+    suppressed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class _Batch:
     """What one claimed batch decided, to be written in the same transaction."""
 
@@ -104,9 +116,9 @@ class Dispatcher:
         self.clock = clock
         self.links = links
         self.batch_size = batch_size or project.settings.batch_size
-        self.policy = project.settings.caps.policy()
         self.sender = project.settings.sender.model_dump()
         self.domain = project.settings.sender.from_address.rsplit("@", 1)[1]
+        self._policies: dict[tuple[str, str], Policy] = {}
 
     def tick(self) -> Report:
         """Work through everything due now, batch after batch."""
@@ -130,6 +142,16 @@ class Dispatcher:
                 session.execute(_UPDATE_ENROLLMENT, batch.enrollments)
         self._deliver(batch)
         return batch.report
+
+    def policy(self, workflow: str, contact_caps: dict[str, Any] | None) -> Policy:
+        """Project caps, then the workflow's, then the contact's own (cached)."""
+        key = (workflow, json.dumps(contact_caps, sort_keys=True) if contact_caps else "")
+        if key not in self._policies:
+            found = self.project.workflows.get(workflow)
+            override = CapsOverride.model_validate(contact_caps) if contact_caps else None
+            caps = self.project.settings.caps.merged(found.caps if found else None, override)
+            self._policies[key] = caps.policy()
+        return self._policies[key]
 
     def _decide(self, session: Session, now: datetime) -> _Batch:
         claim = (
@@ -157,48 +179,91 @@ class Dispatcher:
         if not is_sqlite(self.database):
             lock = lock.with_for_update()
         contacts = {c.id: c for c in session.execute(lock)}
-        emails = [c.email for c in contacts.values()]
-        suppressed = {
-            email: reason
-            for email, reason in session.execute(
-                select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
-            )
-        }
-        sent_times: dict[int, list[datetime]] = defaultdict(list)
-        received: dict[int, set[str]] = defaultdict(set)
-        history = session.execute(
-            select(Message.contact_id, Message.content_id, Message.sent_at)
-            .where(Message.contact_id.in_(contact_ids), Message.status.in_(COUNTED))
-            .order_by(Message.sent_at)
-        )
-        for contact_id, content_id, sent_at in history:
-            sent_times[contact_id].append(sent_at)
-            received[contact_id].add(content_id)
+        history = self._history(session, now, contacts)
         for enrollment in enrollments:
             contact = contacts[enrollment.contact_id]
-            self._step(
-                enrollment,
-                contact,
-                suppressed.get(contact.email),
-                sent_times[contact.id],
-                received[contact.id],
-                now,
-                batch,
-            )
+            self._step(enrollment, contact, history, now, batch)
         return batch
+
+    def _history(self, session: Session, now: datetime, contacts: dict[int, Row[Any]]) -> _History:
+        """What the caps need, read in the claiming transaction (after taking the locks)."""
+        caps = self.project.settings.caps
+        history = _History()
+        accounts = sorted({c.account for c in contacts.values() if c.account})
+        if not is_sqlite(self.database):
+            # Two workers holding different people of one account, or sharing the sender's
+            # rate, must not both take the last slot: serialize on the account and the rate.
+            keys = [f"account:{a}" for a in accounts] if caps.account_per_day else []
+            if caps.rate_per_minute or caps.rate_per_hour:
+                keys.append("sender-rate")
+            for key in sorted(keys):
+                session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+        emails = [c.email for c in contacts.values()]
+        for email, reason in session.execute(
+            select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+        ):
+            history.suppressed[email] = reason
+        for contact_id, content_id, sent_at in session.execute(
+            select(Message.contact_id, Message.content_id, Message.sent_at)
+            .where(Message.contact_id.in_(list(contacts)), Message.status.in_(COUNTED))
+            .order_by(Message.sent_at)
+        ):
+            history.sent[contact_id].append(sent_at)
+            history.received[contact_id].add(content_id)
+        if caps.account_per_day and accounts:
+            for account, sent_at in session.execute(
+                select(Contact.account, Message.sent_at)
+                .join(Contact, Contact.id == Message.contact_id)
+                .where(
+                    Contact.account.in_(accounts),
+                    Message.status.in_(COUNTED),
+                    Message.sent_at >= now - timedelta(days=2),
+                )
+                .order_by(Message.sent_at)
+            ):
+                history.account[account or ""].append(sent_at)
+        if caps.rate_per_minute or caps.rate_per_hour:
+            history.everyone.extend(
+                session.scalars(
+                    select(Message.sent_at)
+                    .where(Message.status.in_(COUNTED), Message.sent_at >= now - timedelta(hours=1))
+                    .order_by(Message.sent_at)
+                )
+            )
+        return history
 
     def _step(
         self,
         enrollment: Row[Any],
         contact: Row[Any],
-        suppression: str | None,
-        sent: list[datetime],
-        received: set[str],
+        history: _History,
         now: datetime,
         batch: _Batch,
     ) -> None:
         settings = self.project.settings
-        workflow = self.project.workflows.get(enrollment.workflow)
+        person = cast(ContactLike, contact)
+        fields = profile(person, settings)
+        sent = history.sent[contact.id]
+        account_sent = history.account[contact.account] if contact.account else []
+        situation = Situation(
+            workflow_id=enrollment.workflow,
+            workflow=self.project.workflows.get(enrollment.workflow),
+            stage=contact.stage,
+            phase=settings.phase_of(contact.stage),
+            paused=contact.paused,
+            suppression=history.suppressed.get(contact.email),
+            positions=enrollment.positions,
+            since=enrollment.last_sent_at or enrollment.entered_at,
+            received=history.received[contact.id],
+            sent=sent,
+            variables=condition_variables(person, settings, now, fields=fields),
+            policy=self.policy(enrollment.workflow, contact.caps),
+            zone=zone_of(person, settings),
+            last_engaged=contact.last_engaged_at,
+            account_sent=account_sent,
+            global_sent=history.everyone,
+        )
+        action = next_action(situation, now)
         row: dict[str, Any] = {
             "b_id": enrollment.id,
             "status": ACTIVE,
@@ -210,108 +275,69 @@ class Dispatcher:
             "end_reason": None,
         }
         batch.enrollments.append(row)
-        end = None
-        if workflow is None:
-            end = (EXITED, f"workflow {enrollment.workflow} no longer exists")
-        elif suppression is not None:
-            end = (EXITED, f"suppressed: {suppression}")
-        elif contact.stage == DISQUALIFIED:
-            end = (EXITED, "disqualified")
-        elif contact.stage in workflow.goals.stages:
-            end = (COMPLETED, f"goal: reached stage {contact.stage}")
-        if end is not None:
-            row.update(status=end[0], end_reason=end[1], ended_at=now, due_at=None)
-            batch.report.ended += 1
-            return
-        assert workflow is not None
-        if contact.paused:
-            row.update(status=PAUSED, due_at=None, hold_reason="contact paused")
-            batch.report.waiting += 1
-            return
-        phase = settings.phase_of(contact.stage)
-        person = cast(ContactLike, contact)
-        fields = profile(person, settings)
-        variables = condition_variables(person, settings, now, fields=fields)
-        since = enrollment.last_sent_at or enrollment.entered_at
-        plan = plan_next(
-            workflow,
-            phase,
-            enrollment.positions,
-            received,
-            since=since,
-            now=now,
-            variables=variables,
-        )
-        if isinstance(plan, Exhausted):
+        report = batch.report
+        if isinstance(action, End):
+            row.update(status=action.status, end_reason=action.reason, ended_at=now)
+            report.ended += 1
+        elif isinstance(action, Idle):
+            row.update(status=action.status, hold_reason=action.reason, positions=action.positions)
+            report.waiting += 1
+        elif isinstance(action, Later):
+            row.update(due_at=action.until, positions=action.positions)
+            report.waiting += 1
+        elif isinstance(action, Defer):
+            decision = action.decision
             row.update(
-                status=WAITING, due_at=None, hold_reason=plan.reason, positions=plan.positions
+                due_at=decision.send_at, hold_reason=decision.reason, positions=action.positions
             )
-            batch.report.waiting += 1
-            return
-        if isinstance(plan, WaitUntil):
-            row.update(due_at=plan.until, positions=plan.positions, hold_reason=None)
-            batch.report.waiting += 1
-            return
-        decision = decide(now=now, sent=sent, policy=self.policy, zone=zone_of(person, settings))
-        if not decision.send_now:
-            held = dict(plan.positions)
-            held[plan.phase] -= 1
-            rules = ",".join(h.rule for h in decision.holds)
-            row.update(positions=held, hold_reason=decision.reason, due_at=decision.send_at)
-            if decision.send_at is None:
-                row.update(status=WAITING)
             batch.deferrals.append(
                 {
                     "enrollment_id": enrollment.id,
                     "contact_id": contact.id,
-                    "content_id": plan.step.content,
+                    "content_id": action.step.content,
                     "at": now,
                     "until": decision.send_at,
-                    "rules": rules,
+                    "rules": ",".join(h.rule for h in decision.holds),
                     "reason": decision.reason,
                 }
             )
-            batch.report.deferred += 1
+            report.deferred += 1
             for hold in decision.holds:
-                batch.report.deferral_reasons[hold.rule] += 1
-            return
-        self._reserve(enrollment, contact, fields, workflow.id, plan, now, batch, row)
-        sent.append(now)
-        received.add(plan.step.content)
-        following = plan_next(
-            workflow, phase, plan.positions, received, since=now, now=now, variables=variables
-        )
-        if isinstance(following, Exhausted):
-            row.update(status=WAITING, due_at=None, hold_reason=following.reason)
+                report.deferral_reasons[hold.rule] += 1
         else:
-            row.update(due_at=following.until if isinstance(following, WaitUntil) else now)
+            self._reserve(enrollment, contact, fields, action.plan, now, batch)
+            row.update(
+                positions=action.plan.positions,
+                last_sent_at=now,
+                due_at=action.next_due,
+                hold_reason=action.next_reason,
+            )
+            if action.next_due is None:
+                row.update(status=WAITING)
+            for times in (sent, account_sent, history.everyone):
+                times.append(now)
+            history.received[contact.id].add(action.plan.step.content)
 
     def _reserve(
         self,
         enrollment: Row[Any],
         contact: Row[Any],
         fields: dict[str, Any],
-        workflow_id: str,
         plan: Send,
         now: datetime,
         batch: _Batch,
-        row: dict[str, Any],
     ) -> None:
         piece = self.project.content[plan.step.content]
         key = secrets.token_urlsafe(12)
         unsubscribe_url = self.links.unsubscribe_url(key)
         rendered = piece.render(
-            {
-                "contact": fields,
-                "sender": self.sender,
-                "unsubscribe_url": unsubscribe_url,
-            }
+            {"contact": fields, "sender": self.sender, "unsubscribe_url": unsubscribe_url}
         )
         batch.messages.append(
             {
                 "enrollment_id": enrollment.id,
                 "contact_id": contact.id,
-                "workflow": workflow_id,
+                "workflow": enrollment.workflow,
                 "step_key": plan.step.content,
                 "content_id": piece.id,
                 "phase": piece.phase,
@@ -335,7 +361,6 @@ class Dispatcher:
                 sent_at=now,
             )
         )
-        row.update(positions=plan.positions, last_sent_at=now, hold_reason=None)
         batch.report.sent += 1
 
     def _deliver(self, batch: _Batch) -> None:

@@ -23,12 +23,12 @@ from nurture.contacts import (
     normalize_email,
     zone_of,
 )
+from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
 from nurture.models import Contact, Enrollment, Event, ScoreChange, StageMove, Suppression
 from nurture.project import Project
 from nurture.scoring import Change, engagement_changes, fit_score
 from nurture.stages import Move, next_stage
 
-ACTIVE, WAITING, PAUSED, COMPLETED, EXITED = "active", "waiting", "paused", "completed", "exited"
 OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
 
 

@@ -82,6 +82,7 @@ class Contact(Base):
     engagement_at: Mapped[datetime]
     last_engaged_at: Mapped[datetime | None]
     paused: Mapped[bool] = mapped_column(default=False)
+    caps: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
 
 

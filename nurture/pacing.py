@@ -12,10 +12,12 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEK = timedelta(days=7)
+MONTH = timedelta(days=30)
 _DAY = timedelta(days=1)
 _MAX_ROUNDS = 64
 _SPAN = timedelta(days=7)
@@ -23,12 +25,19 @@ _SPAN = timedelta(days=7)
 
 @dataclass(frozen=True)
 class Policy:
+    """The caps for one email. `None` switches an optional cap off."""
+
     per_day: int = 1
     per_week: int = 3
     min_gap: timedelta = timedelta(hours=20)
     quiet_start: time | None = time(20, 0)
     quiet_end: time | None = time(8, 0)
     weekdays: frozenset[int] = frozenset(range(5))
+    per_month: int | None = None
+    account_per_day: int | None = None
+    sunset_after: int | None = None
+    rate_per_minute: int | None = None
+    rate_per_hour: int | None = None
 
     def is_quiet(self, local: time) -> bool:
         if self.quiet_start is None or self.quiet_end is None:
@@ -61,6 +70,9 @@ class Decision:
         return "; ".join(hold.detail for hold in self.holds)
 
 
+_Rule = tuple[str, Callable[[datetime], datetime | None], Callable[[datetime], str]]
+
+
 def decide(
     *,
     now: datetime,
@@ -68,41 +80,27 @@ def decide(
     policy: Policy,
     zone: ZoneInfo,
     suppressed: str | None = None,
+    last_engaged: datetime | None = None,
+    account_sent: Sequence[datetime] = (),
+    global_sent: Sequence[datetime] = (),
 ) -> Decision:
     """Send now, or the earliest instant the email may go with every rule that holds it.
 
-    `sent` holds the UTC instants of this person's past marketing emails, oldest first.
-    `suppressed` is the reason the person may never be written to, if there is one.
+    `sent` holds the UTC instants of this person's past marketing emails, oldest first;
+    `account_sent` those of everyone in the person's account (the person included), and
+    `global_sent` those of the whole sender, for the account cap and the send rate.
+    `suppressed` is the reason the person may never be written to, if there is one;
+    `last_engaged` is the person's last real engagement, for the sunset rule.
+    A `send_at` of None means never: suppressed or sunset.
     """
     if suppressed:
         return Decision(None, (Hold("suppressed", suppressed, None),))
-    day_counts = _local_day_counts(sent, now, zone)
-    rules: list[tuple[str, Callable[[datetime], datetime | None], Callable[[datetime], str]]] = [
-        ("min_gap", lambda t: _after_gap(t, sent, policy), lambda t: _gap_text(policy)),
-        ("per_week", lambda t: _after_week_cap(t, sent, policy), lambda t: _week_text(policy)),
-        (
-            "per_day",
-            lambda t: _walk(
-                t, zone, lambda w: day_counts.get(w.date(), 0) < policy.per_day, _next_midnight
-            ),
-            lambda t: _day_text(t, zone, policy),
-        ),
-        (
-            "weekday",
-            lambda t: _walk(t, zone, lambda w: w.weekday() in policy.weekdays, _next_midnight),
-            lambda t: _weekday_text(t, zone),
-        ),
-        (
-            "quiet_hours",
-            lambda t: _walk(
-                t,
-                zone,
-                lambda w: not policy.is_quiet(w.time()),
-                lambda w: _next_wall_time(w, policy.quiet_end),
-            ),
-            lambda t: _quiet_text(policy, zone),
-        ),
-    ]
+    if policy.sunset_after is not None:
+        unengaged = len(sent) - (bisect_right(sent, last_engaged) if last_engaged else 0)
+        if unengaged >= policy.sunset_after:
+            detail = f"sunset: {unengaged} emails in a row with no engagement"
+            return Decision(None, (Hold("sunset", detail, None),))
+    rules = _rules(now, sent, policy, zone, account_sent, global_sent)
     held: dict[str, Hold] = {}
     candidate = now
     for name, next_ok, describe in rules:  # every reason why not now
@@ -131,21 +129,121 @@ def decide(
     return Decision(None, (*held.values(), Hold("pacing", "no allowed instant found", None)))
 
 
-def _after_gap(t: datetime, sent: Sequence[datetime], policy: Policy) -> datetime:
+def _rules(
+    now: datetime,
+    sent: Sequence[datetime],
+    policy: Policy,
+    zone: ZoneInfo,
+    account_sent: Sequence[datetime],
+    global_sent: Sequence[datetime],
+) -> list[_Rule]:
+    """Each configured rule: its name, its earliest-allowed function, its words."""
+    gap = policy.min_gap
+    rules: list[_Rule] = [
+        (
+            "min_gap",
+            lambda t: _after_gap(t, sent, gap),
+            lambda t: f"minimum gap of {_hours(gap)} since the last email",
+        ),
+        (
+            "per_week",
+            lambda t: _after_window(t, sent, policy.per_week, WEEK),
+            lambda t: f"cap of {policy.per_week} emails in any 7 days reached",
+        ),
+        _day_cap("per_day", sent, policy.per_day, now, zone, "a day"),
+    ]
+    if policy.per_month is not None:
+        month = policy.per_month
+        rules.append(
+            (
+                "per_month",
+                lambda t: _after_window(t, sent, month, MONTH),
+                lambda t: f"cap of {month} emails in any 30 days reached",
+            )
+        )
+    if policy.account_per_day is not None:
+        rules.append(
+            _day_cap(
+                "account_per_day",
+                account_sent,
+                policy.account_per_day,
+                now,
+                zone,
+                "a day to this account",
+            )
+        )
+    for name, limit, window, words in (
+        ("rate_per_minute", policy.rate_per_minute, timedelta(minutes=1), "a minute"),
+        ("rate_per_hour", policy.rate_per_hour, timedelta(hours=1), "an hour"),
+    ):
+        if limit is not None:
+            rules.append(
+                (
+                    name,
+                    partial(_after_window, times=global_sent, limit=limit, window=window),
+                    partial(_rate_text, limit=limit, words=words),
+                )
+            )
+    rules.append(
+        (
+            "weekday",
+            lambda t: _walk(t, zone, lambda w: w.weekday() in policy.weekdays, _next_midnight),
+            lambda t: f"{_local(t, zone).strftime('%A')} is not a sending day ({zone.key})",
+        )
+    )
+    if policy.quiet_start is not None and policy.quiet_end is not None:
+        end = policy.quiet_end
+        window_text = f"{policy.quiet_start:%H:%M}-{end:%H:%M}"
+        rules.append(
+            (
+                "quiet_hours",
+                lambda t: _walk(
+                    t,
+                    zone,
+                    lambda w: not policy.is_quiet(w.time()),
+                    lambda w: _next_wall_time(w, end),
+                ),
+                lambda t: f"quiet hours {window_text} in {zone.key}",
+            )
+        )
+    return rules
+
+
+def _day_cap(
+    name: str, times: Sequence[datetime], limit: int, now: datetime, zone: ZoneInfo, words: str
+) -> _Rule:
+    counts = _local_day_counts(times, now, zone)
+    plural = "email" if limit == 1 else "emails"
+    return (
+        name,
+        lambda t: _walk(t, zone, lambda w: counts.get(w.date(), 0) < limit, _next_midnight),
+        lambda t: (
+            f"cap of {limit} {plural} {words} reached for {_local(t, zone):%a %d %b} ({zone.key})"
+        ),
+    )
+
+
+def _after_gap(t: datetime, sent: Sequence[datetime], gap: timedelta) -> datetime:
     index = bisect_right(sent, t)
     if index == 0:
         return t
-    return max(t, sent[index - 1] + policy.min_gap)
+    return max(t, sent[index - 1] + gap)
 
 
-def _after_week_cap(t: datetime, sent: Sequence[datetime], policy: Policy) -> datetime:
-    """Earliest instant >= t with fewer than `per_week` sends in the 7 days up to it."""
-    hi = bisect_right(sent, t)
-    lo = bisect_right(sent, t - WEEK)
-    excess = (hi - lo) - policy.per_week
+def _after_window(
+    t: datetime, times: Sequence[datetime], limit: int, window: timedelta
+) -> datetime:
+    """Earliest instant >= t with fewer than `limit` of `times` in the `window` up to it."""
+    hi = bisect_right(times, t)
+    lo = bisect_right(times, t - window)
+    excess = (hi - lo) - limit
     if excess < 0:
         return t
-    return max(t, sent[lo + excess] + WEEK)
+    return max(t, times[lo + excess] + window)
+
+
+def _rate_text(t: datetime, *, limit: int, words: str) -> str:
+    return f"sending rate of {limit} emails {words} reached"
 
 
 def _local_day_counts(sent: Sequence[datetime], now: datetime, zone: ZoneInfo) -> dict[date, int]:
@@ -227,30 +325,6 @@ def _next_wall_time(wall: datetime, at: time | None) -> datetime:
 
 def _local(t: datetime, zone: ZoneInfo) -> datetime:
     return t.astimezone(zone)
-
-
-def _gap_text(policy: Policy) -> str:
-    return f"minimum gap of {_hours(policy.min_gap)} since the last email"
-
-
-def _week_text(policy: Policy) -> str:
-    return f"cap of {policy.per_week} emails in any 7 days reached"
-
-
-def _day_text(t: datetime, zone: ZoneInfo, policy: Policy) -> str:
-    day = _local(t, zone).strftime("%a %d %b")
-    plural = "email" if policy.per_day == 1 else "emails"
-    return f"cap of {policy.per_day} {plural} a day reached for {day} ({zone.key})"
-
-
-def _weekday_text(t: datetime, zone: ZoneInfo) -> str:
-    return f"{_local(t, zone).strftime('%A')} is not a sending day ({zone.key})"
-
-
-def _quiet_text(policy: Policy, zone: ZoneInfo) -> str:
-    assert policy.quiet_start and policy.quiet_end
-    start, end = policy.quiet_start.strftime("%H:%M"), policy.quiet_end.strftime("%H:%M")
-    return f"quiet hours {start}-{end} in {zone.key}"
 
 
 def _hours(delta: timedelta) -> str:

@@ -24,7 +24,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from nurture.audit import load_records, violations
 from nurture.clock import FixedClock
 from nurture.db import sessions
-from nurture.feedback import ACTIVE, record_event, upsert_contact
+from nurture.decisions import ACTIVE
+from nurture.feedback import record_event, upsert_contact
 from nurture.models import Contact, Enrollment, Event, Message
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import NullTransport, Transport

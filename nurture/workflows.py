@@ -8,7 +8,16 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from nurture.config import Condition, Duration, EventKind, Settings, StageName, Strict
+from nurture.config import (
+    Caps,
+    CapsOverride,
+    Condition,
+    Duration,
+    EventKind,
+    Settings,
+    StageName,
+    Strict,
+)
 from nurture.phases import PHASES, Phase
 from nurture.problems import ProjectError
 from nurture.yamlfile import parse_yaml, validate
@@ -66,6 +75,17 @@ class Workflow(Strict):
     enter: Entry
     goals: Goals = Goals()
     tracks: dict[Phase, list[Step]] = Field(description="One track of steps per content phase.")
+    caps: CapsOverride | None = Field(
+        default=None, description="Caps for this workflow's emails, over the project's."
+    )
+
+    @field_validator("caps", mode="after")
+    @classmethod
+    def _caps_fit(cls, value: CapsOverride | None, info: ValidationInfo) -> CapsOverride | None:
+        project: Caps | None = _context(info).get("caps")
+        if value is not None and project is not None:
+            project.merged(value)
+        return value
 
     @field_validator("tracks", mode="after")
     @classmethod
@@ -90,6 +110,7 @@ def workflow_context(settings: Settings, content_phases: dict[str, str]) -> dict
         "stages": settings.stage_names,
         "event_kinds": settings.event_kinds,
         "content": content_phases,
+        "caps": settings.caps,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,23 +19,56 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
-def allowed(t: datetime, sent: list[datetime], policy: Policy, zone: ZoneInfo) -> bool:
+def allowed(
+    t: datetime,
+    sent: list[datetime],
+    policy: Policy,
+    zone: ZoneInfo,
+    account: list[datetime] = [],  # noqa: B006 - read only
+    everyone: list[datetime] = [],  # noqa: B006 - read only
+) -> bool:
     """The rules, read literally, at one instant."""
     local = t.astimezone(zone)
     if policy.is_quiet(local.time()) or local.weekday() not in policy.weekdays:
         return False
     past = [s for s in sent if s <= t]
-    if sum(1 for s in past if s.astimezone(zone).date() == local.date()) >= policy.per_day:
+
+    def same_day(times: list[datetime]) -> int:
+        return sum(1 for s in times if s <= t and s.astimezone(zone).date() == local.date())
+
+    def within(times: list[datetime], window: timedelta) -> int:
+        return sum(1 for s in times if t - window < s <= t)
+
+    if same_day(sent) >= policy.per_day or within(sent, WEEK) >= policy.per_week:
         return False
-    if sum(1 for s in past if s > t - WEEK) >= policy.per_week:
+    if policy.per_month is not None and within(sent, timedelta(days=30)) >= policy.per_month:
+        return False
+    if policy.account_per_day is not None and same_day(account) >= policy.account_per_day:
+        return False
+    if (
+        policy.rate_per_minute is not None
+        and within(everyone, timedelta(minutes=1)) >= policy.rate_per_minute
+    ):
+        return False
+    if (
+        policy.rate_per_hour is not None
+        and within(everyone, timedelta(hours=1)) >= policy.rate_per_hour
+    ):
         return False
     return not (past and t - past[-1] < policy.min_gap)
 
 
-def oracle(now: datetime, sent: list[datetime], policy: Policy, zone: ZoneInfo) -> datetime | None:
+def oracle(
+    now: datetime,
+    sent: list[datetime],
+    policy: Policy,
+    zone: ZoneInfo,
+    account: list[datetime] = [],  # noqa: B006 - read only
+    everyone: list[datetime] = [],  # noqa: B006 - read only
+) -> datetime | None:
     t = now
-    for _ in range(60 * 24 * 16):
-        if allowed(t, sent, policy, zone):
+    for _ in range(60 * 24 * 40):
+        if allowed(t, sent, policy, zone, account, everyone):
             return t
         t += timedelta(minutes=1)
     return None
@@ -171,12 +205,15 @@ EDGES = [
 ]
 
 
+Case = tuple[datetime, list[datetime], Policy, ZoneInfo, list[datetime], list[datetime]]
+
+
 @st.composite
-def cases(draw: st.DrawFn) -> tuple[datetime, list[datetime], Policy, ZoneInfo]:
+def cases(draw: st.DrawFn) -> Case:
     zone = ZoneInfo(draw(st.sampled_from(ZONES)))
     base = draw(st.sampled_from(EDGES))
     now = base + timedelta(minutes=draw(st.integers(-3 * 1440, 3 * 1440)))
-    offsets = draw(st.lists(st.integers(0, 10 * 1440), max_size=12))
+    offsets = draw(st.lists(st.integers(0, 32 * 1440), max_size=14))
     sent = sorted(now - timedelta(minutes=m) for m in offsets)
     per_day = draw(st.integers(1, 3))
     per_week = draw(st.integers(per_day, 7))
@@ -187,6 +224,14 @@ def cases(draw: st.DrawFn) -> tuple[datetime, list[datetime], Policy, ZoneInfo]:
     )
     weekdays = frozenset(draw(st.sets(st.integers(0, 6), min_size=1)))
     start, end = (time(q // 60, q % 60) for q in quiet) if quiet else (None, None)
+    per_month = draw(st.none() | st.integers(per_week, 12))
+    account_per_day = draw(st.none() | st.integers(1, 4))
+    rate_per_minute = draw(st.none() | st.integers(1, 5))
+    rate_per_hour = draw(st.none() | st.integers(1, 40))
+    others = draw(st.lists(st.integers(0, 3 * 1440), max_size=8))
+    account = sorted([*sent, *(now - timedelta(minutes=m) for m in others)])
+    recent = draw(st.lists(st.integers(0, 90), max_size=30))
+    everyone = sorted([*sent, *(now - timedelta(minutes=m) for m in recent)])
     policy = Policy(
         per_day=per_day,
         per_week=per_week,
@@ -194,31 +239,54 @@ def cases(draw: st.DrawFn) -> tuple[datetime, list[datetime], Policy, ZoneInfo]:
         quiet_start=start,
         quiet_end=end,
         weekdays=weekdays,
+        per_month=per_month,
+        account_per_day=account_per_day,
+        rate_per_minute=rate_per_minute,
+        rate_per_hour=rate_per_hour,
     )
-    return now, sent, policy, zone
+    return now, sent, policy, zone, account, everyone
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
-def test_decision_is_the_earliest_allowed_instant(
-    case: tuple[datetime, list[datetime], Policy, ZoneInfo],
-) -> None:
-    now, sent, policy, zone = case
-    decision: Decision = decide(now=now, sent=sent, policy=policy, zone=zone)
-    expected = oracle(now, sent, policy, zone)
+def test_decision_is_the_earliest_allowed_instant(case: Case) -> None:
+    now, sent, policy, zone, account, everyone = case
+    decision: Decision = decide(
+        now=now, sent=sent, policy=policy, zone=zone, account_sent=account, global_sent=everyone
+    )
+    expected = oracle(now, sent, policy, zone, account, everyone)
     assert decision.send_at == expected
     assert decision.send_now == (expected == now)
     if decision.send_at is not None:
-        assert allowed(decision.send_at, sent, policy, zone)
+        assert allowed(decision.send_at, sent, policy, zone, account, everyone)
     if not decision.send_now:
         assert decision.holds and all(h.detail for h in decision.holds)
 
 
 @settings(max_examples=200, deadline=None)
 @given(cases(), st.sampled_from(["unsubscribed", "hard_bounced", "complained", "do_not_contact"]))
-def test_never_a_send_to_a_suppressed_person(
-    case: tuple[datetime, list[datetime], Policy, ZoneInfo], reason: str
-) -> None:
-    now, sent, policy, zone = case
+def test_never_a_send_to_a_suppressed_person(case: Case, reason: str) -> None:
+    now, sent, policy, zone, _, _ = case
     decision = decide(now=now, sent=sent, policy=policy, zone=zone, suppressed=reason)
     assert decision.send_at is None and not decision.send_now
+    assert decision.holds[0].rule == "suppressed"
+
+
+@settings(max_examples=200, deadline=None)
+@given(cases(), st.integers(1, 6), st.none() | st.integers(0, 20))
+def test_sunset_after_n_emails_without_engagement(
+    case: Case, sunset: int, engaged_before: int | None
+) -> None:
+    now, sent, policy, zone, _, _ = case
+    policy = replace(policy, sunset_after=sunset)
+    last_engaged = (
+        sent[-engaged_before - 1]
+        if engaged_before is not None and engaged_before < len(sent)
+        else None
+    )
+    unengaged = len([s for s in sent if last_engaged is None or s > last_engaged])
+    decision = decide(now=now, sent=sent, policy=policy, zone=zone, last_engaged=last_engaged)
+    if unengaged >= sunset:
+        assert decision.send_at is None and decision.holds[0].rule == "sunset"
+    else:
+        assert decision.send_at is not None

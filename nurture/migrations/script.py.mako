@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import nurture.models
+import nurture.models  # noqa: F401 - autogenerate may name its types
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
