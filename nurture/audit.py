@@ -30,6 +30,7 @@ class SentRecord:
     phase: str
     stage: str
     sent_at: datetime
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,8 @@ def load_records(
 ) -> tuple[list[SentRecord], list[MoveRecord], dict[str, datetime]]:
     """Every counted message and every stage move, with the contact's zone, oldest first."""
     sent = [
-        SentRecord(email, zone or settings.timezone, content, phase, stage, at)
-        for email, zone, content, phase, stage, at in session.execute(
+        SentRecord(email, zone or settings.timezone, content, phase, stage, at, account)
+        for email, zone, content, phase, stage, at, account in session.execute(
             select(
                 Contact.email,
                 Contact.timezone,
@@ -55,6 +56,7 @@ def load_records(
                 Message.phase,
                 Message.stage_at_send,
                 Message.sent_at,
+                Contact.account,
             )
             .join(Contact, Contact.id == Message.contact_id)
             .where(Message.status.in_(("sending", "sent", "unknown", "queued")))
@@ -102,7 +104,28 @@ def violations(
         found.extend(
             _person(email, records, stage_history[email], suppressed.get(email), phases, policy)
         )
+    if policy.account_per_day is not None:
+        found.extend(_accounts(sent, policy.account_per_day))
     return found
+
+
+def _accounts(sent: Sequence[SentRecord], limit: int) -> Iterable[str]:
+    """No recipient's local day saw more than `limit` emails to their account."""
+    by_account: dict[str, list[SentRecord]] = defaultdict(list)
+    for record in sent:
+        if record.account:
+            by_account[record.account].append(record)
+    for account, records in by_account.items():
+        for record in records:
+            zone = ZoneInfo(record.timezone)
+            day = record.sent_at.astimezone(zone).date()
+            same_day = sum(
+                1
+                for other in records
+                if other.sent_at <= record.sent_at and other.sent_at.astimezone(zone).date() == day
+            )
+            if same_day > limit:
+                yield f"{account}: {same_day} emails on {day} ({zone.key}), over {limit}"
 
 
 def _person(
@@ -141,6 +164,9 @@ def _person(
         window = index + 1 - bisect_right(times, record.sent_at - timedelta(days=7))
         if window > policy.per_week:
             yield f"{where}: {window} emails in 7 days, over {policy.per_week}"
+        month = index + 1 - bisect_right(times, record.sent_at - timedelta(days=30))
+        if policy.per_month is not None and month > policy.per_month:
+            yield f"{where}: {month} emails in 30 days, over {policy.per_month}"
 
 
 def _stage_at(history: list[tuple[datetime, str]], instant: datetime) -> str | None:

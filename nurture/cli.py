@@ -10,15 +10,18 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.clock import as_utc
+from nurture.contacts import normalize_email
 from nurture.content import sample_variables
 from nurture.db import make_engine, sessions, upgrade
-from nurture.feedback import Outcome, UnknownContact, record_event, upsert_contact
+from nurture.feedback import Outcome, UnknownContact, record_event, set_caps, upsert_contact
+from nurture.feedback import suppress as suppress_address
 from nurture.models import Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
@@ -177,6 +180,72 @@ def contact_add(
     )
 
 
+@contact.command("caps")
+@click.argument("email")
+@click.argument("values", nargs=-1)
+@click.option("--clear", is_flag=True, help="Forget this person's own caps first.")
+@click.pass_obj
+def contact_caps(obj: Context, email: str, values: tuple[str, ...], clear: bool) -> None:
+    """Set a person's own caps, e.g. per_week=1 quiet_hours=18:00-09:00 weekdays=tue,thu."""
+    runtime = obj.runtime()
+    parsed: dict[str, Any] = {}
+    for key, value in _pairs(values).items():
+        parsed[key] = (
+            value.split(",") if key == "weekdays" else (None if value == "none" else value)
+        )
+    try:
+        with sessions(runtime.database).begin() as session:
+            if clear:
+                found = session.scalar(
+                    select(Contact).where(Contact.email == normalize_email(email))
+                )
+                if found is not None:
+                    found.caps = None
+            person = set_caps(session, runtime.project, email, parsed, runtime.clock.now())
+            caps = person.caps
+    except (ValueError, UnknownContact) as exc:
+        raise click.ClickException(str(exc)) from None
+    shown = ", ".join(f"{k}={v}" for k, v in (caps or {}).items()) or "the project's"
+    click.echo(f"{email}: own caps {shown}")
+
+
+@main.command()
+@click.argument("email")
+@click.option(
+    "--reason",
+    default="do_not_contact",
+    show_default=True,
+    type=click.Choice(["do_not_contact", "unsubscribed", "hard_bounced", "complained"]),
+)
+@click.option("--source", default="by hand", show_default=True, help="Who or what asked for it.")
+@click.pass_obj
+def suppress(obj: Context, email: str, reason: str, source: str) -> None:
+    """Never send marketing email to this address again (whatever any workflow says)."""
+    runtime = obj.runtime()
+    try:
+        with sessions(runtime.database).begin() as session:
+            suppress_address(session, email, reason, source, runtime.clock.now())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{normalize_email(email)}: suppressed ({reason})")
+
+
+@main.command()
+@click.argument("email")
+@click.pass_obj
+def explain(obj: Context, email: str) -> None:
+    """Say what a person will receive next, when, and what holds it."""
+    from nurture.explain import explain as explain_contact
+
+    runtime = obj.runtime()
+    try:
+        lines = explain_contact(runtime, email)
+    except (ValueError, UnknownContact) as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in lines:
+        click.echo(line)
+
+
 @main.command()
 @click.argument("email")
 @click.argument("kind")
@@ -252,7 +321,7 @@ def preview(
     sender = project.settings.sender.model_dump()
     variables = sample_variables(project.settings.custom_fields, sender)
     if email:
-        from nurture.contacts import normalize_email, profile
+        from nurture.contacts import profile
 
         runtime = obj.runtime()
         with sessions(runtime.database)() as session:

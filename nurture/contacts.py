@@ -30,6 +30,51 @@ EDITABLE = {
 }
 
 
+#: Domains shared by unrelated people: an address there says nothing about its company.
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.fr",
+        "ymail.com",
+        "hotmail.com",
+        "hotmail.fr",
+        "outlook.com",
+        "outlook.fr",
+        "live.com",
+        "live.fr",
+        "msn.com",
+        "aol.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "proton.me",
+        "protonmail.com",
+        "gmx.de",
+        "gmx.net",
+        "gmx.fr",
+        "web.de",
+        "orange.fr",
+        "wanadoo.fr",
+        "free.fr",
+        "laposte.net",
+        "sfr.fr",
+        "mail.ru",
+        "yandex.ru",
+        "qq.com",
+        "163.com",
+        "zoho.com",
+    }
+)
+
+
+def default_account(email: str) -> str | None:
+    """The account of an address with none given: its domain, unless it is free mail."""
+    domain = email.rsplit("@", 1)[1]
+    return None if domain in FREE_MAIL_DOMAINS else domain
+
+
 def normalize_email(email: str) -> str:
     """Trimmed and lower-cased; raise ValueError if it is not an address."""
     value = email.strip().lower()

@@ -40,6 +40,8 @@ class Situation:
     policy: Policy
     zone: ZoneInfo
     last_engaged: datetime | None = None
+    held_until: datetime | None = None
+    hold_reason: str | None = None
     account_sent: Sequence[datetime] = ()
     global_sent: Sequence[datetime] = ()
 
@@ -52,11 +54,12 @@ class End:
 
 @dataclass(frozen=True)
 class Idle:
-    """Nothing to do until something changes (a stage, new content, a resume)."""
+    """Nothing to do until something changes (a stage, new content, a resume) or `until`."""
 
     status: str
     reason: str
     positions: dict[str, int]
+    until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ def next_action(s: Situation, now: datetime) -> Action:
         return End(COMPLETED, f"goal: reached stage {s.stage}")
     if s.paused:
         return Idle(PAUSED, "contact paused", dict(s.positions))
+    if s.held_until is not None and s.held_until > now:
+        return Idle(ACTIVE, s.hold_reason or "held", dict(s.positions), s.held_until)
     plan = plan_next(
         s.workflow, s.phase, s.positions, s.received, since=s.since, now=now, variables=s.variables
     )

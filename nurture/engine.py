@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import Clock
 from nurture.config import CapsOverride
-from nurture.contacts import ContactLike, condition_variables, profile, zone_of
+from nurture.contacts import ContactLike, condition_variables, zone_of
 from nurture.db import is_sqlite, write_transaction
 from nurture.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
 from nurture.models import Contact, Deferral, Enrollment, Message, Suppression
@@ -78,7 +78,7 @@ class Report:
 
 
 @dataclass
-class _History:
+class History:
     """Past sends the caps read: per contact, per account, sender-wide; and suppressions."""
 
     sent: dict[int, list[datetime]] = field(default_factory=lambda: defaultdict(list))
@@ -179,18 +179,20 @@ class Dispatcher:
         if not is_sqlite(self.database):
             lock = lock.with_for_update()
         contacts = {c.id: c for c in session.execute(lock)}
-        history = self._history(session, now, contacts)
+        history = self.history(session, now, contacts)
         for enrollment in enrollments:
             contact = contacts[enrollment.contact_id]
             self._step(enrollment, contact, history, now, batch)
         return batch
 
-    def _history(self, session: Session, now: datetime, contacts: dict[int, Row[Any]]) -> _History:
+    def history(
+        self, session: Session, now: datetime, contacts: dict[int, Row[Any]], *, lock: bool = True
+    ) -> History:
         """What the caps need, read in the claiming transaction (after taking the locks)."""
         caps = self.project.settings.caps
-        history = _History()
+        history = History()
         accounts = sorted({c.account for c in contacts.values() if c.account})
-        if not is_sqlite(self.database):
+        if lock and not is_sqlite(self.database):
             # Two workers holding different people of one account, or sharing the sender's
             # rate, must not both take the last slot: serialize on the account and the rate.
             keys = [f"account:{a}" for a in accounts] if caps.account_per_day else []
@@ -232,20 +234,13 @@ class Dispatcher:
             )
         return history
 
-    def _step(
-        self,
-        enrollment: Row[Any],
-        contact: Row[Any],
-        history: _History,
-        now: datetime,
-        batch: _Batch,
-    ) -> None:
+    def situation(
+        self, enrollment: Row[Any], contact: Row[Any], history: History, now: datetime
+    ) -> Situation:
+        """What the pure decision needs about one claimed enrollment."""
         settings = self.project.settings
         person = cast(ContactLike, contact)
-        fields = profile(person, settings)
-        sent = history.sent[contact.id]
-        account_sent = history.account[contact.account] if contact.account else []
-        situation = Situation(
+        return Situation(
             workflow_id=enrollment.workflow,
             workflow=self.project.workflows.get(enrollment.workflow),
             stage=contact.stage,
@@ -255,14 +250,26 @@ class Dispatcher:
             positions=enrollment.positions,
             since=enrollment.last_sent_at or enrollment.entered_at,
             received=history.received[contact.id],
-            sent=sent,
-            variables=condition_variables(person, settings, now, fields=fields),
+            sent=history.sent[contact.id],
+            variables=condition_variables(person, settings, now),
             policy=self.policy(enrollment.workflow, contact.caps),
             zone=zone_of(person, settings),
             last_engaged=contact.last_engaged_at,
-            account_sent=account_sent,
+            held_until=contact.held_until,
+            hold_reason=contact.hold_reason,
+            account_sent=history.account[contact.account] if contact.account else [],
             global_sent=history.everyone,
         )
+
+    def _step(
+        self,
+        enrollment: Row[Any],
+        contact: Row[Any],
+        history: History,
+        now: datetime,
+        batch: _Batch,
+    ) -> None:
+        situation = self.situation(enrollment, contact, history, now)
         action = next_action(situation, now)
         row: dict[str, Any] = {
             "b_id": enrollment.id,
@@ -280,7 +287,12 @@ class Dispatcher:
             row.update(status=action.status, end_reason=action.reason, ended_at=now)
             report.ended += 1
         elif isinstance(action, Idle):
-            row.update(status=action.status, hold_reason=action.reason, positions=action.positions)
+            row.update(
+                status=action.status,
+                hold_reason=action.reason,
+                positions=action.positions,
+                due_at=action.until,
+            )
             report.waiting += 1
         elif isinstance(action, Later):
             row.update(due_at=action.until, positions=action.positions)
@@ -305,7 +317,9 @@ class Dispatcher:
             for hold in decision.holds:
                 report.deferral_reasons[hold.rule] += 1
         else:
-            self._reserve(enrollment, contact, fields, action.plan, now, batch)
+            self._reserve(
+                enrollment, contact, situation.variables["contact"], action.plan, now, batch
+            )
             row.update(
                 positions=action.plan.positions,
                 last_sent_at=now,
@@ -314,8 +328,8 @@ class Dispatcher:
             )
             if action.next_due is None:
                 row.update(status=WAITING)
-            for times in (sent, account_sent, history.everyone):
-                times.append(now)
+            for times in (situation.sent, situation.account_sent, situation.global_sent):
+                cast(list[datetime], times).append(now)
             history.received[contact.id].add(action.plan.step.content)
 
     def _reserve(

@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nurture import expressions
-from nurture.config import DISQUALIFIED, FIRST_STAGE, SUPPRESSING_EVENTS
+from nurture.config import DISQUALIFIED, FIRST_STAGE, SUPPRESSING_EVENTS, CapsOverride
 from nurture.contacts import (
     clean_profile,
     condition_variables,
     current_engagement,
+    default_account,
     normalize_email,
     zone_of,
 )
@@ -68,7 +70,7 @@ def upsert_contact(
         )
     contact = session.scalar(select(Contact).where(Contact.email == address))
     if contact is None:
-        profile.setdefault("account", address.rsplit("@", 1)[1])
+        profile.setdefault("account", default_account(address))
         contact = Contact(
             email=address,
             custom=custom,
@@ -182,9 +184,12 @@ def record_event(
         contact.engagement, contact.engagement_at = engagement, now
         if sum(c.points for c in changes) > 0:
             contact.last_engaged_at = now
+            _wake(session, contact.id, now)
     outcome.changes = changes
     _apply_stage_rules(session, project, contact, now, event_vars, event, outcome)
     _end_goals(session, project, contact, now, kind, outcome)
+    if kind in settings.account_pause.events:
+        _hold_account(session, project, contact, f"{contact.email} had {kind}", now)
     _enroll(session, project, contact, now, kind, outcome)
     return outcome
 
@@ -205,6 +210,29 @@ def move_stage(
         _move(session, project, contact, Move(stage, reason), now, None, outcome)
         _enroll(session, project, contact, now, None, outcome)
     return outcome
+
+
+def set_caps(
+    session: Session, project: Project, email: str, values: Mapping[str, Any], now: datetime
+) -> Contact:
+    """A person's own caps ("at most one a week"), laid over the project's and workflows'.
+
+    Raises ValueError naming the field when a value, or the caps it makes, is not valid.
+    """
+    contact = session.scalar(select(Contact).where(Contact.email == normalize_email(email)))
+    if contact is None:
+        raise UnknownContact(f"no contact {email}")
+    merged = {**(contact.caps or {}), **values}
+    try:
+        override = CapsOverride.model_validate(merged)
+        for workflow in [None, *project.workflows.values()]:
+            project.settings.caps.merged(workflow.caps if workflow else None, override)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "caps"
+        raise ValueError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+    contact.caps = override.model_dump(mode="json", exclude_unset=True) or None
+    return contact
 
 
 def suppress(session: Session, email: str, reason: str, source: str | None, now: datetime) -> None:
@@ -272,6 +300,8 @@ def _move(
     )
     contact.stage, contact.stage_since = move.to_stage, now
     outcome.moves.append(move)
+    if move.to_stage in project.settings.account_pause.stages:
+        _hold_account(session, project, contact, f"{contact.email} reached {move.to_stage}", now)
     for enrollment in _open_enrollments(session, contact.id):
         workflow = project.workflows.get(enrollment.workflow)
         if move.to_stage == DISQUALIFIED:
@@ -280,6 +310,29 @@ def _move(
             _end(enrollment, COMPLETED, f"goal: reached stage {move.to_stage}", now, outcome)
         elif enrollment.status != PAUSED:
             enrollment.status, enrollment.due_at, enrollment.hold_reason = ACTIVE, now, None
+
+
+def _wake(session: Session, contact_id: int, now: datetime) -> None:
+    """Real engagement brings back a person the sunset rule or a used-up track set aside."""
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.contact_id == contact_id, Enrollment.status == WAITING)
+        .values(status=ACTIVE, due_at=now, hold_reason=None)
+    )
+
+
+def _hold_account(
+    session: Session, project: Project, contact: Contact, why: str, now: datetime
+) -> None:
+    """Hold the nurture of the other people of this contact's account for a while."""
+    if not contact.account:
+        return
+    until = now + project.settings.account_pause.duration
+    session.execute(
+        update(Contact)
+        .where(Contact.account == contact.account, Contact.id != contact.id)
+        .values(held_until=until, hold_reason=f"account on hold until {until:%Y-%m-%d}: {why}")
+    )
 
 
 def _end_goals(

@@ -82,6 +82,8 @@ class Contact(Base):
     engagement_at: Mapped[datetime]
     last_engaged_at: Mapped[datetime | None]
     paused: Mapped[bool] = mapped_column(default=False)
+    held_until: Mapped[datetime | None]
+    hold_reason: Mapped[str | None] = mapped_column(Text)
     caps: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from nurture.clock import FixedClock
 from nurture.db import sessions
 from nurture.engine import Dispatcher
-from nurture.models import Deferral, Enrollment, Message, StageMove, Suppression
+from nurture.models import Contact, Deferral, Enrollment, Message, StageMove, Suppression
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import Outgoing
 from tests.helpers import add_contact, contact, event, messages, outbox, parse_eml
@@ -287,9 +287,50 @@ def test_concurrent_dispatchers_never_duplicate_nor_break_caps(runtime: Runtime)
         per_contact = session.execute(
             select(Message.contact_id, func.count()).group_by(Message.contact_id)
         ).all()
-    assert len(per_contact) == len(people)
-    assert {count for _, count in per_contact} == {1}
-    assert len(outbox(runtime)) == len(people)
+        per_account = session.execute(
+            select(Contact.account, func.count())
+            .select_from(Message)
+            .join(Contact, Contact.id == Message.contact_id)
+            .group_by(Contact.account)
+        ).all()
+    assert {count for _, count in per_contact} == {1}, "nobody gets two emails in one day"
+    # 120 people in 7 accounts, at most 2 emails a day per account: every last slot was
+    # contended by four dispatchers, and none was taken twice.
+    assert sorted(per_account) == [(f"acme{i}.example", 2) for i in range(7)]
+    assert len(outbox(runtime)) == 14
+
+
+def test_concurrent_dispatchers_without_account_caps_send_to_everyone_once(
+    project_dir: Path, clock: FixedClock, database_url: str
+) -> None:
+    settings = project_dir / "nurture.yaml"
+    settings.write_text(settings.read_text().replace("  account_per_day: 2", ""))
+    runtime = open_runtime(project_dir, clock=clock, database=database_url)
+    people = [f"p{i}@acme{i % 7}.example" for i in range(120)]
+    for address in people:
+        add_contact(runtime, address, **PROFILE)
+    dispatchers = [
+        Dispatcher(
+            runtime.project,
+            runtime.database,
+            runtime.dispatcher.transport,
+            runtime.clock,
+            runtime.links,
+            batch_size=25,
+        )
+        for _ in range(4)
+    ]
+    threads = [threading.Thread(target=d.tick) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with sessions(runtime.database)() as session:
+        counts = session.execute(
+            select(Message.contact_id, func.count()).group_by(Message.contact_id)
+        ).all()
+    assert len(counts) == len(people) and {c for _, c in counts} == {1}
+    runtime.database.dispose()
 
 
 def test_a_restart_resumes_where_it_was(runtime: Runtime, project_dir: Path) -> None:

@@ -1,0 +1,106 @@
+"""`nurture explain`: what a person will receive next, when, and what holds it, in words."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Row, select
+
+from nurture.contacts import normalize_email
+from nurture.db import sessions
+from nurture.decisions import Defer, End, Go, Idle, Later, next_action
+from nurture.durations import format_duration
+from nurture.engine import History
+from nurture.feedback import UnknownContact
+from nurture.models import Contact, Enrollment
+from nurture.runtime import Runtime
+
+_LOOKAHEAD = 4
+
+
+def explain(runtime: Runtime, email: str) -> list[str]:
+    """One line about the person, then one per workflow they are or were in."""
+    now = runtime.clock.now()
+    settings = runtime.project.settings
+    dispatcher = runtime.dispatcher
+    with sessions(runtime.database)() as session:
+        contact = session.execute(
+            select(*Contact.__table__.columns).where(Contact.email == normalize_email(email))
+        ).first()
+        if contact is None:
+            raise UnknownContact(f"no contact {email}")
+        enrollments = session.execute(
+            select(*Enrollment.__table__.columns)
+            .where(Enrollment.contact_id == contact.id)
+            .order_by(Enrollment.entered_at, Enrollment.id)
+        ).all()
+        history = dispatcher.history(session, now, {contact.id: contact}, lock=False)
+    zone = ZoneInfo(contact.timezone or settings.timezone)
+    name = " ".join(p for p in (contact.first_name, contact.last_name, contact.company) if p)
+    lines = [
+        f"{contact.email}{f' ({name})' if name else ''}: stage {contact.stage} since "
+        f"{_when(contact.stage_since, zone)}; fit {contact.fit:g}; "
+        f"{len(history.sent[contact.id])} emails so far; time zone {zone.key}"
+    ]
+    suppression = history.suppressed.get(contact.email)
+    if suppression:
+        lines.append(
+            f"Suppressed ({suppression}): no marketing email will ever go to this address."
+        )
+    if not enrollments:
+        lines.append("In no workflow: nothing will be sent.")
+    for enrollment in enrollments:
+        said = _enrollment(runtime, enrollment, contact, history, now, zone)
+        lines.append(f"{enrollment.workflow}: {said}")
+    return lines
+
+
+def _enrollment(
+    runtime: Runtime,
+    enrollment: Row[Any],
+    contact: Row[Any],
+    history: History,
+    now: datetime,
+    zone: ZoneInfo,
+) -> str:
+    if enrollment.status in ("completed", "exited"):
+        return f"ended ({enrollment.status}): {enrollment.end_reason}"
+    at = now
+    said: list[str] = []
+    for _ in range(_LOOKAHEAD):
+        situation = runtime.dispatcher.situation(enrollment, contact, history, at)
+        action = next_action(situation, at)
+        if isinstance(action, Go):
+            step = action.plan.step
+            when = "now, at the next tick" if at <= now else _when(at, zone)
+            said.append(f"next {step.content} ({action.plan.phase}) {when}")
+            return "; ".join(said)
+        if isinstance(action, Later):
+            said.append(
+                f"{action.step.content} comes due {_when(action.until, zone)} "
+                f"(its wait of {format_duration(action.step.wait)} after the previous email)"
+            )
+            at = action.until
+            continue
+        if isinstance(action, Defer):
+            decision = action.decision
+            assert decision.send_at is not None
+            said.append(
+                f"next {action.step.content} held until {_when(decision.send_at, zone)} "
+                f"by: {decision.reason}"
+            )
+            return "; ".join(said)
+        if isinstance(action, Idle):
+            until = f" until {_when(action.until, zone)}" if action.until else ""
+            said.append(f"nothing planned{until}: {action.reason}")
+            return "; ".join(said)
+        assert isinstance(action, End)
+        said.append(f"will end at its next turn ({action.status}): {action.reason}")
+        return "; ".join(said)
+    return "; ".join(said)
+
+
+def _when(instant: datetime, zone: ZoneInfo) -> str:
+    return instant.astimezone(zone).strftime("%a %d %b %Y %H:%M %Z")
