@@ -84,7 +84,7 @@ def test_clean_history_passes(settings: Settings) -> None:
         (
             [
                 sent("a@x.example", "discovery/a", T),
-                sent("a@x.example", "discovery/b", T + timedelta(hours=21)),
+                sent("a@x.example", "discovery/b", T + timedelta(hours=9)),
             ],
             "more than 1",
         ),
