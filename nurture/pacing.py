@@ -12,7 +12,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from functools import partial
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -20,7 +20,7 @@ WEEK = timedelta(days=7)
 MONTH = timedelta(days=30)
 _DAY = timedelta(days=1)
 _MAX_ROUNDS = 64
-_SPAN = timedelta(days=7)
+_SPAN = timedelta(days=3)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,22 @@ class Decision:
         return "; ".join(hold.detail for hold in self.holds)
 
 
-_Rule = tuple[str, Callable[[datetime], datetime | None], Callable[[datetime], str]]
+class _Instant(NamedTuple):
+    """A rule read on UTC instants (gaps, rolling windows): the earliest instant it allows."""
+
+    name: str
+    next_ok: Callable[[datetime], datetime]
+    describe: Callable[[datetime], str]
+
+
+class _Calendar(NamedTuple):
+    """A rule read on the contact's wall clock: whether a wall time is allowed, and when
+    that can next change."""
+
+    name: str
+    ok: Callable[[datetime], bool]
+    next_change: Callable[[datetime], datetime]
+    describe: Callable[[datetime], str]
 
 
 def decide(
@@ -100,67 +115,88 @@ def decide(
         if unengaged >= policy.sunset_after:
             detail = f"sunset: {unengaged} emails in a row with no engagement"
             return Decision(None, (Hold("sunset", detail, None),))
-    rules = _rules(now, sent, policy, zone, account_sent, global_sent)
-    held: dict[str, Hold] = {}
+    instants = _instant_rules(sent, policy, global_sent)
+    calendar = _calendar_rules(now, sent, policy, zone, account_sent)
+    held: dict[str, str] = {}  # every reason why not now, in rule order
     candidate = now
-    for name, next_ok, describe in rules:  # every reason why not now
-        allowed = next_ok(now)
-        if allowed is None:
-            return Decision(None, (Hold(name, describe(now), None),))
+    for rule in instants:
+        allowed = rule.next_ok(now)
         if allowed > now:
-            held[name] = Hold(name, describe(now), allowed)
+            held[rule.name] = rule.describe(now)
             candidate = max(candidate, allowed)
-    if candidate == now:
+    wall_now = _wall(now, zone)
+    for cal in calendar:
+        if not cal.ok(wall_now):
+            held[cal.name] = cal.describe(now)
+    if not held:
         return Decision(now)
     for _ in range(_MAX_ROUNDS):  # then the earliest instant every rule allows
+        found = _walk(candidate, zone, calendar, held)
+        if found is None:
+            return Decision(None, (*_holds(held, None), Hold("pacing", "no allowed instant", None)))
+        candidate = found
         moved = False
-        for name, next_ok, describe in rules:
-            allowed = next_ok(candidate)
-            if allowed is None:
-                return Decision(None, (*held.values(), Hold(name, describe(candidate), None)))
+        for rule in instants:
+            allowed = rule.next_ok(candidate)
             if allowed > candidate:
-                if name not in held:
-                    held[name] = Hold(name, describe(candidate), allowed)
+                if rule.name not in held:
+                    held[rule.name] = rule.describe(candidate)
                 candidate = allowed
                 moved = True
         if not moved:
-            holds = tuple(Hold(h.rule, h.detail, candidate) for h in held.values())
-            return Decision(candidate, holds)
-    return Decision(None, (*held.values(), Hold("pacing", "no allowed instant found", None)))
+            return Decision(candidate, _holds(held, candidate))
+    return Decision(None, (*_holds(held, None), Hold("pacing", "no allowed instant", None)))
 
 
-def _rules(
+def _holds(held: dict[str, str], until: datetime | None) -> tuple[Hold, ...]:
+    return tuple(Hold(name, detail, until) for name, detail in held.items())
+
+
+def _instant_rules(
+    sent: Sequence[datetime], policy: Policy, global_sent: Sequence[datetime]
+) -> list[_Instant]:
+    gap = policy.min_gap
+    rules = [
+        _Instant(
+            "min_gap",
+            lambda t: _after_gap(t, sent, gap),
+            lambda t: f"minimum gap of {_hours(gap)} since the last email",
+        ),
+        _window("per_week", sent, policy.per_week, WEEK, "emails in any 7 days"),
+    ]
+    if policy.per_month is not None:
+        rules.append(_window("per_month", sent, policy.per_month, MONTH, "emails in any 30 days"))
+    if policy.rate_per_minute is not None:
+        rules.append(
+            _window(
+                "rate_per_minute",
+                global_sent,
+                policy.rate_per_minute,
+                timedelta(minutes=1),
+                "emails a minute from this sender",
+            )
+        )
+    if policy.rate_per_hour is not None:
+        rules.append(
+            _window(
+                "rate_per_hour",
+                global_sent,
+                policy.rate_per_hour,
+                timedelta(hours=1),
+                "emails an hour from this sender",
+            )
+        )
+    return rules
+
+
+def _calendar_rules(
     now: datetime,
     sent: Sequence[datetime],
     policy: Policy,
     zone: ZoneInfo,
     account_sent: Sequence[datetime],
-    global_sent: Sequence[datetime],
-) -> list[_Rule]:
-    """Each configured rule: its name, its earliest-allowed function, its words."""
-    gap = policy.min_gap
-    rules: list[_Rule] = [
-        (
-            "min_gap",
-            lambda t: _after_gap(t, sent, gap),
-            lambda t: f"minimum gap of {_hours(gap)} since the last email",
-        ),
-        (
-            "per_week",
-            lambda t: _after_window(t, sent, policy.per_week, WEEK),
-            lambda t: f"cap of {policy.per_week} emails in any 7 days reached",
-        ),
-        _day_cap("per_day", sent, policy.per_day, now, zone, "a day"),
-    ]
-    if policy.per_month is not None:
-        month = policy.per_month
-        rules.append(
-            (
-                "per_month",
-                lambda t: _after_window(t, sent, month, MONTH),
-                lambda t: f"cap of {month} emails in any 30 days reached",
-            )
-        )
+) -> list[_Calendar]:
+    rules = [_day_cap("per_day", sent, policy.per_day, now, zone, "a day")]
     if policy.account_per_day is not None:
         rules.append(
             _day_cap(
@@ -172,51 +208,46 @@ def _rules(
                 "a day to this account",
             )
         )
-    for name, limit, window, words in (
-        ("rate_per_minute", policy.rate_per_minute, timedelta(minutes=1), "a minute"),
-        ("rate_per_hour", policy.rate_per_hour, timedelta(hours=1), "an hour"),
-    ):
-        if limit is not None:
-            rules.append(
-                (
-                    name,
-                    partial(_after_window, times=global_sent, limit=limit, window=window),
-                    partial(_rate_text, limit=limit, words=words),
-                )
-            )
     rules.append(
-        (
+        _Calendar(
             "weekday",
-            lambda t: _walk(t, zone, lambda w: w.weekday() in policy.weekdays, _next_midnight),
-            lambda t: f"{_local(t, zone).strftime('%A')} is not a sending day ({zone.key})",
+            lambda w: w.weekday() in policy.weekdays,
+            _next_midnight,
+            lambda t: f"{_local(t, zone):%A} is not a sending day ({zone.key})",
         )
     )
-    if policy.quiet_start is not None and policy.quiet_end is not None:
-        end = policy.quiet_end
-        window_text = f"{policy.quiet_start:%H:%M}-{end:%H:%M}"
+    start, end = policy.quiet_start, policy.quiet_end
+    if start is not None and end is not None:
         rules.append(
-            (
+            _Calendar(
                 "quiet_hours",
-                lambda t: _walk(
-                    t,
-                    zone,
-                    lambda w: not policy.is_quiet(w.time()),
-                    lambda w: _next_wall_time(w, end),
-                ),
-                lambda t: f"quiet hours {window_text} in {zone.key}",
+                lambda w: not policy.is_quiet(w.time()),
+                lambda w: _next_wall_time(w, end),
+                lambda t: f"quiet hours {start:%H:%M}-{end:%H:%M} in {zone.key}",
             )
         )
     return rules
 
 
+def _window(
+    name: str, times: Sequence[datetime], limit: int, window: timedelta, words: str
+) -> _Instant:
+    return _Instant(
+        name,
+        lambda t: _after_window(t, times, limit, window),
+        lambda t: f"cap of {limit} {words} reached",
+    )
+
+
 def _day_cap(
     name: str, times: Sequence[datetime], limit: int, now: datetime, zone: ZoneInfo, words: str
-) -> _Rule:
+) -> _Calendar:
     counts = _local_day_counts(times, now, zone)
     plural = "email" if limit == 1 else "emails"
-    return (
+    return _Calendar(
         name,
-        lambda t: _walk(t, zone, lambda w: counts.get(w.date(), 0) < limit, _next_midnight),
+        lambda w: counts.get(w.date(), 0) < limit,
+        _next_midnight,
         lambda t: (
             f"cap of {limit} {plural} {words} reached for {_local(t, zone):%a %d %b} ({zone.key})"
         ),
@@ -242,10 +273,6 @@ def _after_window(
     return max(t, times[lo + excess] + window)
 
 
-def _rate_text(t: datetime, *, limit: int, words: str) -> str:
-    return f"sending rate of {limit} emails {words} reached"
-
-
 def _local_day_counts(sent: Sequence[datetime], now: datetime, zone: ZoneInfo) -> dict[date, int]:
     counts: dict[date, int] = {}
     for instant in sent[bisect_left(sent, now - 2 * _DAY) :]:
@@ -260,13 +287,11 @@ def _spans(start: datetime, zone: ZoneInfo) -> Iterator[tuple[datetime, datetime
     while True:
         offset = _offset(a, zone)
         b = a + _SPAN
-        probe = a
-        while probe < a + _SPAN:
-            following = probe + _DAY
-            if _offset(following, zone) != offset:
-                b = _first_change(probe, following, offset, zone)
-                break
-            probe = following
+        if _offset(b, zone) != offset:  # zones change offset at most once in a few days
+            probe = a
+            while _offset(probe + _DAY, zone) == offset:
+                probe += _DAY
+            b = _first_change(probe, probe + _DAY, offset, zone)
         yield a, b, offset
         a = b
 
@@ -288,29 +313,36 @@ def _offset(instant: datetime, zone: ZoneInfo) -> timedelta:
 
 
 def _walk(
-    t: datetime,
-    zone: ZoneInfo,
-    ok: Callable[[datetime], bool],
-    next_change: Callable[[datetime], datetime],
+    t: datetime, zone: ZoneInfo, rules: Sequence[_Calendar], held: dict[str, str]
 ) -> datetime | None:
-    """Earliest instant >= t whose local wall time satisfies `ok`.
+    """Earliest instant >= t whose local wall time every calendar rule allows.
 
-    `next_change(wall)` gives the next wall time after `wall` at which `ok` may change.
+    Where some rules refuse a wall time, nothing changes for them before the earliest of
+    their `next_change` times, so the walk jumps there; each refusing rule joins `held`.
     """
     offset = _offset(t, zone)
-    if ok((t + offset).replace(tzinfo=None)):
+    wall = (t + offset).replace(tzinfo=None)
+    if all(rule.ok(wall) for rule in rules):
         return t
-    horizon = t + timedelta(days=30)
+    horizon = t + timedelta(days=40)
     for a, b, offset in _spans(t, zone):
         if a > horizon:
             return None
         wall = (a + offset).replace(tzinfo=None)
         end = (b + offset).replace(tzinfo=None)
         while wall < end:
-            if ok(wall):
+            refusing = [rule for rule in rules if not rule.ok(wall)]
+            if not refusing:
                 return (wall - offset).replace(tzinfo=UTC)
-            wall = next_change(wall)
+            for rule in refusing:
+                if rule.name not in held:
+                    held[rule.name] = rule.describe((wall - offset).replace(tzinfo=UTC))
+            wall = min(rule.next_change(wall) for rule in refusing)
     return None  # pragma: no cover - _spans never ends
+
+
+def _wall(t: datetime, zone: ZoneInfo) -> datetime:
+    return (t + _offset(t, zone)).replace(tzinfo=None)
 
 
 def _next_midnight(wall: datetime) -> datetime:
