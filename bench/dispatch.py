@@ -38,10 +38,10 @@ def setup(root: Path, count: int) -> None:
     contacts = [
         {
             "id": i,
-            "email": f"person{i}@company{i % 5000}.example",
+            "email": f"person{i}@company{i}.example",
             "first_name": f"Name{i}",
             "company": f"Company {i % 5000}",
-            "account": f"company{i % 5000}.example",
+            "account": f"company{i}.example",
             "sector": "saas",
             "company_size": 300,
             "seniority": "vp",

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -141,7 +142,7 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("workflow", "contact_id"),
-        Index("ix_enrollments_due", "status", "due_at"),
+        Index("ix_enrollments_due", "status", "due_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -165,7 +166,14 @@ class Message(Base):
         UniqueConstraint("enrollment_id", "step_key"),
         UniqueConstraint("contact_id", "content_id"),
         Index("ix_messages_contact_sent", "contact_id", "sent_at"),
-        Index("ix_messages_status", "status"),
+        # Only the few messages not yet settled: a full status index would tempt planners
+        # away from (contact_id, sent_at) in the dispatcher's history reads.
+        Index(
+            "ix_messages_unsettled",
+            "status",
+            sqlite_where=text("status IN ('queued', 'sending', 'unknown')"),
+            postgresql_where=text("status IN ('queued', 'sending', 'unknown')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -12,6 +12,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -208,14 +209,21 @@ def _calendar_rules(
                 "a day to this account",
             )
         )
-    rules.append(
+    rules.extend(_clock_rules(policy, zone))
+    return rules
+
+
+@lru_cache(maxsize=1024)
+def _clock_rules(policy: Policy, zone: ZoneInfo) -> tuple[_Calendar, ...]:
+    """Weekdays and quiet hours: they depend on the policy and the zone alone."""
+    rules = [
         _Calendar(
             "weekday",
             lambda w: w.weekday() in policy.weekdays,
             _next_midnight,
             lambda t: f"{_local(t, zone):%A} is not a sending day ({zone.key})",
         )
-    )
+    ]
     start, end = policy.quiet_start, policy.quiet_end
     if start is not None and end is not None:
         rules.append(
@@ -226,7 +234,7 @@ def _calendar_rules(
                 lambda t: f"quiet hours {start:%H:%M}-{end:%H:%M} in {zone.key}",
             )
         )
-    return rules
+    return tuple(rules)
 
 
 def _window(

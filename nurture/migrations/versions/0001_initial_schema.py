@@ -87,7 +87,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("workflow", "contact_id", name=op.f("uq_enrollments_workflow")),
     )
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
-        batch_op.create_index("ix_enrollments_due", ["status", "due_at"], unique=False)
+        batch_op.create_index("ix_enrollments_due", ["status", "due_at", "id"], unique=False)
 
     op.create_table(
         "deferrals",
@@ -151,7 +151,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index("ix_messages_contact_sent", ["contact_id", "sent_at"], unique=False)
-        batch_op.create_index("ix_messages_status", ["status"], unique=False)
+        batch_op.create_index(
+            "ix_messages_unsettled",
+            ["status"],
+            unique=False,
+            sqlite_where=sa.text("status IN ('queued', 'sending', 'unknown')"),
+            postgresql_where=sa.text("status IN ('queued', 'sending', 'unknown')"),
+        )
 
     op.create_table(
         "events",
@@ -255,7 +261,7 @@ def downgrade() -> None:
 
     op.drop_table("events")
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.drop_index("ix_messages_status")
+        batch_op.drop_index("ix_messages_unsettled")
         batch_op.drop_index("ix_messages_contact_sent")
 
     op.drop_table("messages")
