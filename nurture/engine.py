@@ -131,6 +131,22 @@ class Dispatcher:
             if handled < self.batch_size:
                 return report
 
+    def wake_waiting(self) -> int:
+        """Put every waiting enrollment back in line, to be planned again.
+
+        Run at start-up: workflows and content may have changed since the last run, so a
+        person whose track was used up may now have something new. Those with still nothing
+        to receive go back to waiting at their next turn.
+        """
+        now = self.clock.now()
+        with write_transaction(self.database) as session:
+            result = session.execute(
+                update(Enrollment)
+                .where(Enrollment.status == WAITING)
+                .values(status=ACTIVE, due_at=now, hold_reason=None)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     def dispatch_batch(self, now: datetime) -> Report:
         with write_transaction(self.database) as session:
             batch = self._decide(session, now)

@@ -28,6 +28,9 @@ def dispatch_job(runtime: Runtime) -> None:
 
 def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
     """The dispatch tick, every `tick_seconds`; a run still going makes the next one wait."""
+    woken = runtime.dispatcher.wake_waiting()
+    if woken:
+        log.info("start-up: %d waiting enrollments planned again", woken)
     scheduler = BackgroundScheduler(timezone=UTC)
     scheduler.add_job(
         dispatch_job,

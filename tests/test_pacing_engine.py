@@ -278,3 +278,27 @@ def test_processes_racing_on_postgresql_keep_every_cap(
     assert {n for _, n in per_contact} == {1}
     assert sorted(per_account) == [(f"acme{i}.example", 2) for i in range(9)]
     rt.database.dispose()
+
+
+def test_new_content_reaches_people_whose_track_was_used_up(
+    project_dir: Path, clock: FixedClock, database_url: str
+) -> None:
+    rt = open_with(project_dir, clock, database_url)
+    add_contact(rt, "ana@acme.example", **PROFILE)
+    run_days(rt, 21)
+    assert len(messages(rt)) == 3
+    rt.database.dispose()
+    piece = project_dir / "content" / "discovery" / "activation-metrics.mjml"
+    (project_dir / "content" / "discovery" / "renewal-signals.mjml").write_text(
+        piece.read_text().replace("Three activation metrics", "Renewal signals")
+    )
+    edit(
+        project_dir / "workflows" / "guide-nurture.yaml",
+        "  evaluation:",
+        "    - content: discovery/renewal-signals\n      wait: 2d\n  evaluation:",
+    )
+    restarted = open_with(project_dir, clock, database_url)
+    assert restarted.dispatcher.wake_waiting() == 1
+    run_days(restarted, 7)
+    assert [m.content_id for m in messages(restarted)][-1] == "discovery/renewal-signals"
+    restarted.database.dispose()
