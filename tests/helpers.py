@@ -75,3 +75,65 @@ def local(instant: datetime, zone: str) -> datetime:
 
 def props(**values: Any) -> Mapping[str, Any]:
     return values
+
+
+def race(rt: Runtime, dispatchers: int = 4, batch_size: int = 25, ticks: int = 3) -> None:
+    """Several dispatchers in threads, released at once, over the same due work."""
+    import threading
+
+    from nurture.engine import Dispatcher
+
+    pool = [
+        Dispatcher(
+            rt.project,
+            rt.database,
+            rt.dispatcher.transport,
+            rt.clock,
+            rt.links,
+            batch_size=batch_size,
+        )
+        for _ in range(dispatchers)
+    ]
+    barrier = threading.Barrier(dispatchers)
+    errors: list[BaseException] = []
+
+    def work(dispatcher: Dispatcher) -> None:
+        try:
+            barrier.wait()
+            for _ in range(ticks):
+                dispatcher.tick()
+        except BaseException as exc:  # report any failure from the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in pool]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def sends_per(rt: Runtime) -> tuple[dict[int, int], dict[str | None, int], int]:
+    """Emails per contact, per account, and how many (contact, content) pairs repeat."""
+    from sqlalchemy import func
+
+    with sessions(rt.database)() as session:
+        per_contact = dict(
+            session.execute(
+                select(Message.contact_id, func.count()).group_by(Message.contact_id)
+            ).all()
+        )
+        per_account = dict(
+            session.execute(
+                select(Contact.account, func.count())
+                .select_from(Message)
+                .join(Contact, Contact.id == Message.contact_id)
+                .group_by(Contact.account)
+            ).all()
+        )
+        repeats = session.execute(
+            select(Message.contact_id, Message.content_id)
+            .group_by(Message.contact_id, Message.content_id)
+            .having(func.count() > 1)
+        ).all()
+    return per_contact, per_account, len(repeats)

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from nurture.clock import FixedClock
 from nurture.db import sessions
 from nurture.engine import Dispatcher
-from nurture.models import Contact, Deferral, Enrollment, Message, StageMove, Suppression
+from nurture.models import Deferral, Enrollment, Message, StageMove, Suppression
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import Outgoing
-from tests.helpers import add_contact, contact, event, messages, outbox, parse_eml
+from tests.helpers import (
+    add_contact,
+    contact,
+    event,
+    messages,
+    outbox,
+    parse_eml,
+    race,
+    sends_per,
+)
 
 PROFILE = {
     "first_name": "Ana",
@@ -252,51 +260,14 @@ def test_a_transport_error_fails_the_message_and_is_recorded(runtime: Runtime) -
 
 
 def test_concurrent_dispatchers_never_duplicate_nor_break_caps(runtime: Runtime) -> None:
-    people = [f"p{i}@acme{i % 7}.example" for i in range(120)]
-    for address in people:
-        add_contact(runtime, address, **PROFILE)
-    dispatchers = [
-        Dispatcher(
-            runtime.project,
-            runtime.database,
-            runtime.dispatcher.transport,
-            runtime.clock,
-            runtime.links,
-            batch_size=25,
-        )
-        for _ in range(4)
-    ]
-    barrier = threading.Barrier(len(dispatchers))
-    errors: list[BaseException] = []
-
-    def work(dispatcher: Dispatcher) -> None:
-        try:
-            barrier.wait()
-            for _ in range(3):
-                dispatcher.tick()
-        except BaseException as exc:  # report any failure from the thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(d,)) for d in dispatchers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    with sessions(runtime.database)() as session:
-        per_contact = session.execute(
-            select(Message.contact_id, func.count()).group_by(Message.contact_id)
-        ).all()
-        per_account = session.execute(
-            select(Contact.account, func.count())
-            .select_from(Message)
-            .join(Contact, Contact.id == Message.contact_id)
-            .group_by(Contact.account)
-        ).all()
-    assert {count for _, count in per_contact} == {1}, "nobody gets two emails in one day"
+    for i in range(120):
+        add_contact(runtime, f"p{i}@acme{i % 7}.example", **PROFILE)
+    race(runtime)
+    per_contact, per_account, repeats = sends_per(runtime)
+    assert repeats == 0 and set(per_contact.values()) == {1}, "nobody gets two emails in one day"
     # 120 people in 7 accounts, at most 2 emails a day per account: every last slot was
     # contended by four dispatchers, and none was taken twice.
-    assert sorted(per_account) == [(f"acme{i}.example", 2) for i in range(7)]
+    assert per_account == {f"acme{i}.example": 2 for i in range(7)}
     assert len(outbox(runtime)) == 14
 
 
@@ -306,30 +277,11 @@ def test_concurrent_dispatchers_without_account_caps_send_to_everyone_once(
     settings = project_dir / "nurture.yaml"
     settings.write_text(settings.read_text().replace("  account_per_day: 2", ""))
     runtime = open_runtime(project_dir, clock=clock, database=database_url)
-    people = [f"p{i}@acme{i % 7}.example" for i in range(120)]
-    for address in people:
-        add_contact(runtime, address, **PROFILE)
-    dispatchers = [
-        Dispatcher(
-            runtime.project,
-            runtime.database,
-            runtime.dispatcher.transport,
-            runtime.clock,
-            runtime.links,
-            batch_size=25,
-        )
-        for _ in range(4)
-    ]
-    threads = [threading.Thread(target=d.tick) for d in dispatchers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    with sessions(runtime.database)() as session:
-        counts = session.execute(
-            select(Message.contact_id, func.count()).group_by(Message.contact_id)
-        ).all()
-    assert len(counts) == len(people) and {c for _, c in counts} == {1}
+    for i in range(120):
+        add_contact(runtime, f"p{i}@acme{i % 7}.example", **PROFILE)
+    race(runtime)
+    per_contact, _, repeats = sends_per(runtime)
+    assert repeats == 0 and len(per_contact) == 120 and set(per_contact.values()) == {1}
     runtime.database.dispose()
 
 

@@ -10,19 +10,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from nurture.cli import main
 from nurture.clock import FixedClock
 from nurture.db import sessions
 from nurture.explain import explain
 from nurture.feedback import set_caps
-from nurture.models import Contact, Enrollment, Message
+from nurture.models import Contact, Enrollment
 from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime, open_runtime
 from tests.conftest import MONDAY_MORNING
-from tests.helpers import add_contact, event, messages
+from tests.helpers import add_contact, event, messages, sends_per
 
 PROFILE = {
     "first_name": "Ana",
@@ -259,24 +259,10 @@ def test_processes_racing_on_postgresql_keep_every_cap(
     for process in processes:
         process.join(120)
         assert process.exitcode == 0
-    with sessions(rt.database)() as session:
-        per_contact = session.execute(
-            select(Message.contact_id, func.count()).group_by(Message.contact_id)
-        ).all()
-        per_account = session.execute(
-            select(Contact.account, func.count())
-            .select_from(Message)
-            .join(Contact, Contact.id == Message.contact_id)
-            .group_by(Contact.account)
-        ).all()
-        duplicates = session.execute(
-            select(Message.contact_id, Message.content_id)
-            .group_by(Message.contact_id, Message.content_id)
-            .having(func.count() > 1)
-        ).all()
-    assert duplicates == []
-    assert {n for _, n in per_contact} == {1}
-    assert sorted(per_account) == [(f"acme{i}.example", 2) for i in range(9)]
+    per_contact, per_account, repeats = sends_per(rt)
+    assert repeats == 0
+    assert set(per_contact.values()) == {1}
+    assert per_account == {f"acme{i}.example": 2 for i in range(9)}
     rt.database.dispose()
 
 
