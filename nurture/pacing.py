@@ -71,11 +71,21 @@ class Decision:
         return "; ".join(hold.detail for hold in self.holds)
 
 
+class _History(NamedTuple):
+    """The sends one decision reads, and the local-day counts derived from them."""
+
+    sent: Sequence[datetime]
+    account: Sequence[datetime]
+    everyone: Sequence[datetime]
+    per_day: dict[date, int]
+    account_per_day: dict[date, int]
+
+
 class _Instant(NamedTuple):
     """A rule read on UTC instants (gaps, rolling windows): the earliest instant it allows."""
 
     name: str
-    next_ok: Callable[[datetime], datetime]
+    next_ok: Callable[[_History, datetime], datetime]
     describe: Callable[[datetime], str]
 
 
@@ -84,7 +94,7 @@ class _Calendar(NamedTuple):
     that can next change."""
 
     name: str
-    ok: Callable[[datetime], bool]
+    ok: Callable[[_History, datetime], bool]
     next_change: Callable[[datetime], datetime]
     describe: Callable[[datetime], str]
 
@@ -116,29 +126,35 @@ def decide(
         if unengaged >= policy.sunset_after:
             detail = f"sunset: {unengaged} emails in a row with no engagement"
             return Decision(None, (Hold("sunset", detail, None),))
-    instants = _instant_rules(sent, policy, global_sent)
-    calendar = _calendar_rules(now, sent, policy, zone, account_sent)
+    instants, calendar = _rules(policy, zone)
+    history = _History(
+        sent,
+        account_sent,
+        global_sent,
+        _local_day_counts(sent, now, zone),
+        _local_day_counts(account_sent, now, zone) if policy.account_per_day else {},
+    )
     held: dict[str, str] = {}  # every reason why not now, in rule order
     candidate = now
     for rule in instants:
-        allowed = rule.next_ok(now)
+        allowed = rule.next_ok(history, now)
         if allowed > now:
             held[rule.name] = rule.describe(now)
             candidate = max(candidate, allowed)
     wall_now = _wall(now, zone)
     for cal in calendar:
-        if not cal.ok(wall_now):
+        if not cal.ok(history, wall_now):
             held[cal.name] = cal.describe(now)
     if not held:
         return Decision(now)
     for _ in range(_MAX_ROUNDS):  # then the earliest instant every rule allows
-        found = _walk(candidate, zone, calendar, held)
+        found = _walk(candidate, zone, calendar, history, held)
         if found is None:
-            return Decision(None, (*_holds(held, None), Hold("pacing", "no allowed instant", None)))
+            break
         candidate = found
         moved = False
         for rule in instants:
-            allowed = rule.next_ok(candidate)
+            allowed = rule.next_ok(history, candidate)
             if allowed > candidate:
                 if rule.name not in held:
                     held[rule.name] = rule.describe(candidate)
@@ -153,112 +169,98 @@ def _holds(held: dict[str, str], until: datetime | None) -> tuple[Hold, ...]:
     return tuple(Hold(name, detail, until) for name, detail in held.items())
 
 
-def _instant_rules(
-    sent: Sequence[datetime], policy: Policy, global_sent: Sequence[datetime]
-) -> list[_Instant]:
+@lru_cache(maxsize=1024)
+def _rules(policy: Policy, zone: ZoneInfo) -> tuple[tuple[_Instant, ...], tuple[_Calendar, ...]]:
+    """The rules a policy makes in a zone: built once, then read with each decision's history."""
     gap = policy.min_gap
-    rules = [
+    instants = [
         _Instant(
             "min_gap",
-            lambda t: _after_gap(t, sent, gap),
+            lambda h, t: _after_gap(t, h.sent, gap),
             lambda t: f"minimum gap of {_hours(gap)} since the last email",
         ),
-        _window("per_week", sent, policy.per_week, WEEK, "emails in any 7 days"),
+        _window("per_week", policy.per_week, WEEK, "emails in any 7 days", everyone=False),
     ]
     if policy.per_month is not None:
-        rules.append(_window("per_month", sent, policy.per_month, MONTH, "emails in any 30 days"))
+        instants.append(
+            _window("per_month", policy.per_month, MONTH, "emails in any 30 days", everyone=False)
+        )
     if policy.rate_per_minute is not None:
-        rules.append(
+        instants.append(
             _window(
                 "rate_per_minute",
-                global_sent,
                 policy.rate_per_minute,
                 timedelta(minutes=1),
                 "emails a minute from this sender",
+                everyone=True,
             )
         )
     if policy.rate_per_hour is not None:
-        rules.append(
+        instants.append(
             _window(
                 "rate_per_hour",
-                global_sent,
                 policy.rate_per_hour,
                 timedelta(hours=1),
                 "emails an hour from this sender",
+                everyone=True,
             )
         )
-    return rules
-
-
-def _calendar_rules(
-    now: datetime,
-    sent: Sequence[datetime],
-    policy: Policy,
-    zone: ZoneInfo,
-    account_sent: Sequence[datetime],
-) -> list[_Calendar]:
-    rules = [_day_cap("per_day", sent, policy.per_day, now, zone, "a day")]
+    day, plural = policy.per_day, "email" if policy.per_day == 1 else "emails"
+    calendar = [
+        _Calendar(
+            "per_day",
+            lambda h, w: h.per_day.get(w.date(), 0) < day,
+            _next_midnight,
+            lambda t: (
+                f"cap of {day} {plural} a day reached for {_local(t, zone):%a %d %b} ({zone.key})"
+            ),
+        ),
+    ]
     if policy.account_per_day is not None:
-        rules.append(
-            _day_cap(
+        limit = policy.account_per_day
+        calendar.append(
+            _Calendar(
                 "account_per_day",
-                account_sent,
-                policy.account_per_day,
-                now,
-                zone,
-                "a day to this account",
+                lambda h, w: h.account_per_day.get(w.date(), 0) < limit,
+                _next_midnight,
+                lambda t: (
+                    f"cap of {limit} emails a day to this account reached for "
+                    f"{_local(t, zone):%a %d %b} ({zone.key})"
+                ),
             )
         )
-    rules.extend(_clock_rules(policy, zone))
-    return rules
-
-
-@lru_cache(maxsize=1024)
-def _clock_rules(policy: Policy, zone: ZoneInfo) -> tuple[_Calendar, ...]:
-    """Weekdays and quiet hours: they depend on the policy and the zone alone."""
-    rules = [
+    calendar.append(
         _Calendar(
             "weekday",
-            lambda w: w.weekday() in policy.weekdays,
+            lambda h, w: w.weekday() in policy.weekdays,
             _next_midnight,
             lambda t: f"{_local(t, zone):%A} is not a sending day ({zone.key})",
         )
-    ]
+    )
     start, end = policy.quiet_start, policy.quiet_end
     if start is not None and end is not None:
-        rules.append(
+        calendar.append(
             _Calendar(
                 "quiet_hours",
-                lambda w: not policy.is_quiet(w.time()),
+                lambda h, w: not policy.is_quiet(w.time()),
                 lambda w: _next_wall_time(w, end),
                 lambda t: f"quiet hours {start:%H:%M}-{end:%H:%M} in {zone.key}",
             )
         )
-    return tuple(rules)
+    return tuple(instants), tuple(calendar)
 
 
-def _window(
-    name: str, times: Sequence[datetime], limit: int, window: timedelta, words: str
-) -> _Instant:
+def _window(name: str, limit: int, window: timedelta, words: str, *, everyone: bool) -> _Instant:
+    if everyone:
+        return _Instant(
+            name,
+            lambda h, t: _after_window(t, h.everyone, limit, window),
+            lambda t: f"cap of {limit} {words} reached",
+        )
     return _Instant(
         name,
-        lambda t: _after_window(t, times, limit, window),
+        lambda h, t: _after_window(t, h.sent, limit, window),
         lambda t: f"cap of {limit} {words} reached",
-    )
-
-
-def _day_cap(
-    name: str, times: Sequence[datetime], limit: int, now: datetime, zone: ZoneInfo, words: str
-) -> _Calendar:
-    counts = _local_day_counts(times, now, zone)
-    plural = "email" if limit == 1 else "emails"
-    return _Calendar(
-        name,
-        lambda w: counts.get(w.date(), 0) < limit,
-        _next_midnight,
-        lambda t: (
-            f"cap of {limit} {plural} {words} reached for {_local(t, zone):%a %d %b} ({zone.key})"
-        ),
     )
 
 
@@ -321,7 +323,11 @@ def _offset(instant: datetime, zone: ZoneInfo) -> timedelta:
 
 
 def _walk(
-    t: datetime, zone: ZoneInfo, rules: Sequence[_Calendar], held: dict[str, str]
+    t: datetime,
+    zone: ZoneInfo,
+    rules: Sequence[_Calendar],
+    history: _History,
+    held: dict[str, str],
 ) -> datetime | None:
     """Earliest instant >= t whose local wall time every calendar rule allows.
 
@@ -330,7 +336,7 @@ def _walk(
     """
     offset = _offset(t, zone)
     wall = (t + offset).replace(tzinfo=None)
-    if all(rule.ok(wall) for rule in rules):
+    if all(rule.ok(history, wall) for rule in rules):
         return t
     horizon = t + timedelta(days=40)
     for a, b, offset in _spans(t, zone):
@@ -339,7 +345,7 @@ def _walk(
         wall = (a + offset).replace(tzinfo=None)
         end = (b + offset).replace(tzinfo=None)
         while wall < end:
-            refusing = [rule for rule in rules if not rule.ok(wall)]
+            refusing = [rule for rule in rules if not rule.ok(history, wall)]
             if not refusing:
                 return (wall - offset).replace(tzinfo=UTC)
             for rule in refusing:
