@@ -122,7 +122,11 @@ def run(obj: Context) -> None:
 @click.pass_obj
 def tick(obj: Context) -> None:
     """Run one dispatch tick now and say what it did."""
-    report = obj.runtime().dispatcher.tick()
+    runtime = obj.runtime()
+    unknown, late = runtime.dispatcher.reconcile()
+    if unknown or late:
+        click.echo(f"reconciled: {unknown} unknown after a stop, {late} delivered late")
+    report = runtime.dispatcher.tick()
     click.echo(
         f"{report.sent} sent, {report.deferred} deferred, {report.waiting} waiting, "
         f"{report.ended} ended, {report.failed} failed"

@@ -291,6 +291,34 @@ def parse_quiet_hours(text: str) -> tuple[time, time]:
     return time(h1, m1), time(h2, m2)
 
 
+class Dkim(Strict):
+    domain: str = Field(min_length=1)
+    selector: str = Field(min_length=1)
+    private_key_file: str = Field(description="PEM private key, relative to the project folder.")
+
+
+class Delivery(Strict):
+    """How emails leave: the outbox folder by default, or SMTP."""
+
+    smtp_url: str | None = Field(
+        default=None,
+        pattern=r"^smtps?://",
+        description="smtp://user:pass@host:587 (STARTTLS) or smtps://...:465; "
+        "NURTURE_SMTP_URL overrides it, so the password need not live in this file.",
+    )
+    pool: int = Field(default=2, ge=1, le=64, description="Persistent SMTP connections.")
+    retries: int = Field(default=3, ge=0, le=10, description="Tries after a 4xx reply.")
+    retry_backoff: Duration = Field(default=timedelta(seconds=2))
+    lease: Duration = Field(
+        default=timedelta(minutes=10),
+        description="A message still sending after this is marked unknown, never re-sent.",
+    )
+    list_id: str | None = Field(
+        default=None, description="List-Id header; default: from the sender."
+    )
+    dkim: Dkim | None = None
+
+
 class Settings(Strict):
     sender: Sender
     base_url: str = Field(
@@ -313,6 +341,7 @@ class Settings(Strict):
     scoring: Scoring = Scoring()
     caps: Caps = Caps()
     account_pause: AccountPause = AccountPause()
+    delivery: Delivery = Delivery()
 
     @field_validator("events", "custom_fields")
     @classmethod

@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -22,15 +23,16 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import Clock
 from nurture.config import CapsOverride
-from nurture.contacts import ContactLike, condition_variables, zone_of
+from nurture.contacts import ContactLike, condition_variables, profile, zone_of
 from nurture.db import is_sqlite, write_transaction
 from nurture.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
+from nurture.feedback import suppress
 from nurture.models import Contact, Deferral, Enrollment, Message, Suppression
 from nurture.pacing import Policy
 from nurture.planner import Send
 from nurture.project import Project
 from nurture.tracking import Links
-from nurture.transport import Outgoing, Transport
+from nurture.transport import Outgoing, Rejected, Transport
 
 log = logging.getLogger(__name__)
 _table = cast(Table, Enrollment.__table__)
@@ -54,8 +56,10 @@ _UPDATE_ENROLLMENT = (
     )
 )
 
+QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
 #: Message states that count against caps: everything that may have reached the person.
-COUNTED = ("queued", "sending", "sent", "unknown")
+COUNTED = (QUEUED, SENDING, SENT, UNKNOWN)
+HARD_BOUNCE = "hard bounce:"
 
 
 @dataclass
@@ -119,6 +123,7 @@ class Dispatcher:
         self.sender = project.settings.sender.model_dump()
         self.domain = project.settings.sender.from_address.rsplit("@", 1)[1]
         self._policies: dict[tuple[str, str], Policy] = {}
+        self._executor: ThreadPoolExecutor | None = None
 
     def tick(self) -> Report:
         """Work through everything due now, batch after batch."""
@@ -362,12 +367,9 @@ class Dispatcher:
         now: datetime,
         batch: _Batch,
     ) -> None:
-        piece = self.project.content[plan.step.content]
         key = secrets.token_urlsafe(12)
-        unsubscribe_url = self.links.unsubscribe_url(key)
-        rendered = piece.render(
-            {"contact": fields, "sender": self.sender, "unsubscribe_url": unsubscribe_url}
-        )
+        piece = self.project.content[plan.step.content]
+        outgoing = self._outgoing(contact, fields, piece.id, key, now)
         batch.messages.append(
             {
                 "enrollment_id": enrollment.id,
@@ -377,57 +379,153 @@ class Dispatcher:
                 "content_id": piece.id,
                 "phase": piece.phase,
                 "stage_at_send": contact.stage,
-                "subject": rendered.subject,
+                "subject": outgoing.subject,
                 "rfc_message_id": f"<{key}@{self.domain}>",
-                "status": "sending",
+                "status": QUEUED,
                 "created_at": now,
                 "sent_at": now,
             }
         )
-        batch.outgoing.append(
-            Outgoing(
-                key=key,
-                to=contact.email,
-                to_name=_full_name(contact),
-                subject=rendered.subject,
-                html=rendered.html,
-                text=rendered.text,
-                unsubscribe_url=unsubscribe_url,
-                sent_at=now,
-            )
-        )
+        batch.outgoing.append(outgoing)
         batch.report.sent += 1
 
+    def _outgoing(
+        self, contact: Row[Any], fields: dict[str, Any], content_id: str, key: str, now: datetime
+    ) -> Outgoing:
+        """Render one piece for one person, bound to the message `key`."""
+        unsubscribe_url = self.links.unsubscribe_url(key)
+        rendered = self.project.content[content_id].render(
+            {"contact": fields, "sender": self.sender, "unsubscribe_url": unsubscribe_url}
+        )
+        return Outgoing(
+            key=key,
+            to=contact.email,
+            to_name=_full_name(contact),
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            unsubscribe_url=unsubscribe_url,
+            sent_at=now,
+        )
+
     def _deliver(self, batch: _Batch) -> None:
-        """Hand each reserved email to the transport, then record how it went."""
-        if not batch.outgoing:
-            return
-        delivered: list[str] = []
-        failures: list[dict[str, Any]] = []
-        for outgoing in batch.outgoing:
-            message_id = f"<{outgoing.key}@{self.domain}>"
-            try:
-                self.transport.send(outgoing)
-            except Exception as exc:  # a transport error fails this message, not the batch
-                log.warning("sending %s to %s failed: %s", message_id, outgoing.to, exc)
-                failures.append({"mid": message_id, "error": str(exc)[:1000]})
+        sent, failed = self.deliver(batch.outgoing)
+        batch.report.sent -= len(batch.outgoing) - sent
+        batch.report.failed += failed
+
+    def deliver(self, outgoing: list[Outgoing]) -> tuple[int, int]:
+        """Hand queued emails to the transport, at most once each; return (sent, failed).
+
+        Each message goes queued -> sending (committed before the SMTP conversation) ->
+        sent or failed (committed after). Only the messages this call moved from queued to
+        sending are handed over, so two processes can never deliver one message twice. A
+        crash in between leaves `sending`: `reconcile` later marks it unknown, never re-sent.
+        """
+        width = getattr(self.transport, "size", 1)
+        sent = failed = 0
+        for start in range(0, len(outgoing), width):
+            chunk = outgoing[start : start + width]
+            with write_transaction(self.database) as session:
+                claimed = set(
+                    session.scalars(
+                        update(Message)
+                        .where(
+                            Message.rfc_message_id.in_([self._mid(o) for o in chunk]),
+                            Message.status == QUEUED,
+                        )
+                        .values(status=SENDING)
+                        .returning(Message.rfc_message_id)
+                    )
+                )
+            mine = [o for o in chunk if self._mid(o) in claimed]
+            if width > 1 and len(mine) > 1:
+                results = list(self._pool(width).map(self._attempt, mine))
             else:
-                delivered.append(message_id)
+                results = [self._attempt(o) for o in mine]
+            with write_transaction(self.database) as session:
+                for item, error in zip(mine, results, strict=True):
+                    status = SENT if error is None else FAILED
+                    session.execute(
+                        update(Message)
+                        .where(Message.rfc_message_id == self._mid(item))
+                        .values(status=status, error=error)
+                    )
+                    if error is not None and error.startswith(HARD_BOUNCE):
+                        suppress(session, item.to, "hard_bounced", error, self.clock.now())
+                    sent += error is None
+                    failed += error is not None
+        return sent, failed
+
+    def _attempt(self, outgoing: Outgoing) -> str | None:
+        """None when delivered, else why not (a hard bounce starts with HARD_BOUNCE)."""
+        try:
+            self.transport.send(outgoing)
+        except Rejected as exc:
+            log.warning("%s refused %s: %s", outgoing.to, self._mid(outgoing), exc)
+            return f"{HARD_BOUNCE} {exc}"
+        except Exception as exc:  # any other failure fails this message, not the batch
+            log.warning("sending %s to %s failed: %s", self._mid(outgoing), outgoing.to, exc)
+            return str(exc)[:1000] or type(exc).__name__
+        return None
+
+    def reconcile(self) -> tuple[int, int]:
+        """Settle what a dead process left: (marked unknown, delivered late).
+
+        A message still `sending` after the lease may or may not have gone: it becomes
+        `unknown` for a person to decide, and is never re-sent automatically. A message
+        still `queued` after the lease never reached the transport: it is delivered now,
+        unless its address was suppressed meanwhile.
+        """
+        now = self.clock.now()
+        expired = now - self.project.settings.delivery.lease
         with write_transaction(self.database) as session:
-            if delivered:
-                session.execute(
-                    update(Message)
-                    .where(Message.rfc_message_id.in_(delivered))
-                    .values(status="sent")
+            unknown = session.execute(
+                update(Message)
+                .where(Message.status == SENDING, Message.created_at < expired)
+                .values(status=UNKNOWN, error="delivery not confirmed: the sender stopped")
+            )
+            stale = session.execute(
+                select(Message.rfc_message_id, Message.content_id, *Contact.__table__.columns)
+                .join(Contact, Contact.id == Message.contact_id)
+                .where(Message.status == QUEUED, Message.created_at < expired)
+                .limit(self.batch_size)
+            ).all()
+            blocked = {
+                email
+                for (email,) in session.execute(
+                    select(Suppression.email).where(Suppression.email.in_([r.email for r in stale]))
                 )
-            for failure in failures:
-                session.execute(
-                    update(Message)
-                    .where(Message.rfc_message_id == failure["mid"])
-                    .values(status="failed", error=failure["error"])
+            }
+            session.execute(
+                update(Message)
+                .where(
+                    Message.rfc_message_id.in_(
+                        [r.rfc_message_id for r in stale if r.email in blocked]
+                    )
                 )
-        batch.report.sent -= len(failures)
-        batch.report.failed += len(failures)
+                .values(status=FAILED, error="suppressed before delivery")
+            )
+        late = [
+            self._outgoing(
+                row,
+                profile(cast(ContactLike, row), self.project.settings),
+                row.content_id,
+                row.rfc_message_id.strip("<>").split("@")[0],
+                now,
+            )
+            for row in stale
+            if row.email not in blocked
+        ]
+        sent, _ = self.deliver(late)
+        return int(getattr(unknown, "rowcount", 0) or 0), sent
+
+    def _mid(self, outgoing: Outgoing) -> str:
+        return f"<{outgoing.key}@{self.domain}>"
+
+    def _pool(self, width: int) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=width, thread_name_prefix="deliver")
+        return self._executor
 
 
 def _full_name(contact: Row[Any]) -> str | None:

@@ -14,9 +14,10 @@ from nurture.engine import Dispatcher
 from nurture.keys import secret_key
 from nurture.project import Project, load_project
 from nurture.tracking import Links
-from nurture.transport import OutboxTransport, Transport
+from nurture.transport import MimeBuilder, OutboxTransport, SmtpTransport, Transport
 
 DATABASE_ENV = "NURTURE_DATABASE_URL"
+SMTP_ENV = "NURTURE_SMTP_URL"
 
 
 @dataclass
@@ -39,6 +40,22 @@ def database_url(project: Project, override: str | None = None) -> str:
     )
 
 
+def make_transport(project: Project) -> Transport:
+    """SMTP when NURTURE_SMTP_URL or delivery.smtp_url says so, else the outbox folder."""
+    delivery = project.settings.delivery
+    builder = MimeBuilder(project.settings.sender, delivery.list_id, delivery.dkim, project.root)
+    url = os.environ.get(SMTP_ENV) or delivery.smtp_url
+    if url:
+        return SmtpTransport(
+            url,
+            builder,
+            pool=delivery.pool,
+            retries=delivery.retries,
+            backoff=delivery.retry_backoff.total_seconds(),
+        )
+    return OutboxTransport(project.outbox_dir, builder)
+
+
 def open_runtime(
     root: Path,
     *,
@@ -53,6 +70,6 @@ def open_runtime(
         upgrade(engine)
     links = Links(secret_key(project.instance_dir), project.settings.base_url)
     clock = clock or SystemClock()
-    transport = transport or OutboxTransport(project.outbox_dir, project.settings.sender)
+    transport = transport or make_transport(project)
     dispatcher = Dispatcher(project, engine, transport, clock, links)
     return Runtime(project, engine, links, dispatcher, clock)

@@ -26,6 +26,12 @@ def dispatch_job(runtime: Runtime) -> None:
         )
 
 
+def reconcile_job(runtime: Runtime) -> None:
+    unknown, late = runtime.dispatcher.reconcile()
+    if unknown or late:
+        log.warning("reconcile: %d messages unknown after a stop, %d delivered late", unknown, late)
+
+
 def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
     """The dispatch tick, every `tick_seconds`; a run still going makes the next one wait."""
     woken = runtime.dispatcher.wake_waiting()
@@ -37,6 +43,15 @@ def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
         IntervalTrigger(seconds=runtime.project.settings.tick_seconds, timezone=UTC),
         args=[runtime],
         id="dispatch",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=runtime.clock.now(),
+    )
+    scheduler.add_job(
+        reconcile_job,
+        IntervalTrigger(seconds=60, timezone=UTC),
+        args=[runtime],
+        id="reconcile",
         max_instances=1,
         coalesce=True,
         next_run_time=runtime.clock.now(),

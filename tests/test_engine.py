@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -298,3 +299,49 @@ def test_a_restart_resumes_where_it_was(runtime: Runtime, project_dir: Path) -> 
         "discovery/activation-metrics",
     ]
     restarted.database.dispose()
+
+
+class DiesAfterReserving(Dispatcher):
+    """A dispatcher whose process dies right after the reservation commits."""
+
+    def _deliver(self, batch: Any) -> None:
+        raise Crash
+
+
+def test_reconcile_marks_unconfirmed_unknown_and_never_resends(runtime: Runtime) -> None:
+    add_contact(runtime, "ana@acme.example", **PROFILE)
+    crashing = Dispatcher(
+        runtime.project, runtime.database, CrashingTransport(), runtime.clock, runtime.links
+    )
+    with pytest.raises(Crash):
+        crashing.tick()
+    assert runtime.dispatcher.reconcile() == (0, 0)  # within the lease: left alone
+    advance(runtime, minutes=11)
+    assert runtime.dispatcher.reconcile() == (1, 0)
+    (message,) = messages(runtime)
+    assert message.status == "unknown" and outbox(runtime) == []
+    assert runtime.dispatcher.reconcile() == (0, 0)
+
+
+def test_reconcile_delivers_what_never_reached_the_transport(runtime: Runtime) -> None:
+    add_contact(runtime, "ana@acme.example", **PROFILE)
+    add_contact(runtime, "bob@initech.example", **PROFILE)
+    dying = DiesAfterReserving(
+        runtime.project,
+        runtime.database,
+        runtime.dispatcher.transport,
+        runtime.clock,
+        runtime.links,
+    )
+    with pytest.raises(Crash):
+        dying.tick()
+    assert {m.status for m in messages(runtime)} == {"queued"}
+    event(runtime, "bob@initech.example", "unsubscribed")
+    advance(runtime, minutes=11)
+    assert runtime.dispatcher.reconcile() == (0, 1)
+    statuses = {m.contact_id: (m.status, m.error) for m in messages(runtime)}
+    assert sorted(s for s, _ in statuses.values()) == ["failed", "sent"]
+    assert ("failed", "suppressed before delivery") in statuses.values()
+    (path,) = outbox(runtime)
+    assert parse_eml(path)["To"] == "Ana <ana@acme.example>"
+    assert runtime.dispatcher.reconcile() == (0, 0)
