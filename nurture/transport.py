@@ -219,7 +219,11 @@ class SmtpTransport:
         for attempt in range(self.retries + 1):
             if attempt:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
-            connection = self._acquire()
+            try:
+                connection = self._acquire()
+            except (smtplib.SMTPException, OSError) as exc:
+                last = exc
+                continue
             try:
                 connection.sendmail(self.builder.sender.from_address, [outgoing.to], data)
             except smtplib.SMTPRecipientsRefused as exc:
