@@ -60,6 +60,9 @@ QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", 
 #: Message states that count against caps: everything that may have reached the person.
 COUNTED = (QUEUED, SENDING, SENT, UNKNOWN)
 HARD_BOUNCE = "hard bounce:"
+#: Messages marked `sending` together, per connection: fewer commits, and at most this many
+#: per connection become `unknown` if the process dies mid-chunk.
+_IN_FLIGHT_PER_CONNECTION = 8
 
 
 @dataclass
@@ -423,8 +426,9 @@ class Dispatcher:
         """
         width = getattr(self.transport, "size", 1)
         sent = failed = 0
-        for start in range(0, len(outgoing), width):
-            chunk = outgoing[start : start + width]
+        step = width * _IN_FLIGHT_PER_CONNECTION
+        for start in range(0, len(outgoing), step):
+            chunk = outgoing[start : start + step]
             with write_transaction(self.database) as session:
                 claimed = set(
                     session.scalars(
@@ -442,18 +446,26 @@ class Dispatcher:
                 results = list(self._pool(width).map(self._attempt, mine))
             else:
                 results = [self._attempt(o) for o in mine]
+            delivered = [self._mid(o) for o, error in zip(mine, results, strict=True) if not error]
             with write_transaction(self.database) as session:
+                if delivered:
+                    session.execute(
+                        update(Message)
+                        .where(Message.rfc_message_id.in_(delivered))
+                        .values(status=SENT)
+                    )
                 for item, error in zip(mine, results, strict=True):
-                    status = SENT if error is None else FAILED
+                    if error is None:
+                        continue
                     session.execute(
                         update(Message)
                         .where(Message.rfc_message_id == self._mid(item))
-                        .values(status=status, error=error)
+                        .values(status=FAILED, error=error)
                     )
-                    if error is not None and error.startswith(HARD_BOUNCE):
+                    if error.startswith(HARD_BOUNCE):
                         suppress(session, item.to, "hard_bounced", error, self.clock.now())
-                    sent += error is None
-                    failed += error is not None
+            sent += len(delivered)
+            failed += len(mine) - len(delivered)
         return sent, failed
 
     def _attempt(self, outgoing: Outgoing) -> str | None:
