@@ -96,18 +96,32 @@ def validate(obj: Context) -> None:
 @main.command()
 @click.pass_obj
 def run(obj: Context) -> None:
-    """Run the engine in the foreground until Ctrl-C: outbox emails, paced."""
+    """Run the engine and serve the links in emails, until Ctrl-C or SIGTERM."""
+    import waitress
+
     from nurture.scheduler import build_scheduler
+    from nurture.web import create_app
 
     runtime = obj.runtime()
+    settings = runtime.project.settings
+    host, port = settings.listen.rsplit(":", 1)
+    server = waitress.create_server(create_app(runtime), host=host, port=int(port), threads=8)
+    web = threading.Thread(target=server.run, name="web", daemon=True)
     scheduler = build_scheduler(runtime)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    web.start()
     scheduler.start()
     url = database_url(runtime.project, obj.database)
+    delivery = (
+        "SMTP"
+        if not hasattr(runtime.dispatcher.transport, "directory")
+        else (f"outbox {runtime.project.outbox_dir}")
+    )
     click.echo(
-        f"nurture running: database {url}, outbox {runtime.project.outbox_dir}, "
-        f"a dispatch tick every {runtime.project.settings.tick_seconds:g}s. Ctrl-C stops."
+        f"nurture running: database {url}, {delivery}, a dispatch tick every "
+        f"{settings.tick_seconds:g}s; links served on http://{settings.listen} "
+        f"(emails point to {settings.base_url}). Ctrl-C stops."
     )
     try:
         stop.wait()
@@ -115,6 +129,7 @@ def run(obj: Context) -> None:
         pass
     finally:
         scheduler.shutdown(wait=True)
+        server.close()
         click.echo("stopped")
 
 

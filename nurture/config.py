@@ -327,6 +327,11 @@ class Settings(Strict):
         description="Public address of this engine, used in links inside emails.",
     )
     timezone: TimeZoneName = Field(default="UTC", description="Zone for contacts who have none.")
+    listen: str = Field(
+        default="127.0.0.1:5000",
+        pattern=r"^[^\s:]+:\d{1,5}$",
+        description="host:port where `nurture run` serves the links in emails.",
+    )
     database_url: str | None = None
     outbox_dir: str = "outbox"
     tick_seconds: float = Field(default=30, gt=0)

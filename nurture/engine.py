@@ -405,7 +405,7 @@ class Dispatcher:
             to=contact.email,
             to_name=_full_name(contact),
             subject=rendered.subject,
-            html=rendered.html,
+            html=self.links.track(rendered.html, key, unsubscribe_url),
             text=rendered.text,
             unsubscribe_url=unsubscribe_url,
             sent_at=now,

@@ -155,6 +155,8 @@ def record_event(
     outcome = Outcome(contact, event)
     if kind in SUPPRESSING_EVENTS:
         suppress(session, contact.email, kind, f"event {event.id}", now)
+    if props.get("machine"):
+        return outcome  # stored for the record, never scored: a machine is not a person
     event_vars = {"kind": kind, **props}
     variables = condition_variables(contact, settings, now, event_vars)
     changes = engagement_changes(

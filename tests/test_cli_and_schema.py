@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -17,6 +19,8 @@ from click.testing import CliRunner
 from nurture.cli import main
 from nurture.db import make_engine, upgrade
 from nurture.models import Base
+from tests.helpers import parse_eml
+from tests.smtp_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +118,10 @@ def test_run_sends_into_the_outbox_and_stops_cleanly(project_dir: Path) -> None:
     text = text.replace(
         "weekdays: [mon, tue, wed, thu, fri]", "weekdays: [mon, tue, wed, thu, fri, sat, sun]"
     )
-    settings.write_text(text + "\ntick_seconds: 0.5\n")
+    port = free_port()
+    settings.write_text(
+        text + f"\ntick_seconds: 0.5\nlisten: 127.0.0.1:{port}\nbase_url: http://127.0.0.1:{port}\n"
+    )
     assert (
         nurture(project_dir, "contact", "add", "ana@acme.example", "--stage", "lead").returncode
         == 0
@@ -131,7 +138,18 @@ def test_run_sends_into_the_outbox_and_stops_cleanly(project_dir: Path) -> None:
         deadline = time.monotonic() + 60
         while not list((project_dir / "outbox").glob("*.eml")) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(list((project_dir / "outbox").glob("*.eml"))) == 1
+        (eml,) = list((project_dir / "outbox").glob("*.eml"))
+        unsubscribe = parse_eml(eml)["List-Unsubscribe"].split("<")[1].split(">")[0]
+        assert unsubscribe.startswith(f"http://127.0.0.1:{port}/u/")
+        body = urllib.parse.urlencode({"List-Unsubscribe": "One-Click"}).encode()
+        with urllib.request.urlopen(
+            urllib.request.Request(unsubscribe, data=body), timeout=10
+        ) as reply:
+            assert reply.status == 200
+        assert (
+            "suppressed (unsubscribed)"
+            in nurture(project_dir, "explain", "ana@acme.example").stdout.lower()
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

@@ -1,0 +1,29 @@
+"""The web side: a Flask app factory; blueprints for the public links in emails."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+
+from nurture.runtime import Runtime
+
+
+def create_app(runtime: Runtime) -> Flask:
+    """The app serving tracking and unsubscribe links for one project runtime."""
+    from nurture.web import public
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=runtime.links.secret,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        SESSION_COOKIE_SECURE=runtime.project.settings.base_url.startswith("https://"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+    )
+    app.extensions["nurture"] = runtime
+    app.register_blueprint(public.bp)
+
+    @app.get("/healthz")
+    def health() -> Response:
+        return jsonify(status="ok")
+
+    return app
