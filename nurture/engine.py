@@ -426,7 +426,10 @@ class Dispatcher:
         """
         width = getattr(self.transport, "size", 1)
         sent = failed = 0
-        step = width * _IN_FLIGHT_PER_CONNECTION
+        # A network conversation can die half-way: keep few messages in flight per connection.
+        # Writing a file or nothing cannot leave a half-sent email: take the whole batch.
+        whole = max(len(outgoing), 1)
+        step = width * _IN_FLIGHT_PER_CONNECTION if hasattr(self.transport, "size") else whole
         for start in range(0, len(outgoing), step):
             chunk = outgoing[start : start + step]
             with write_transaction(self.database) as session:
