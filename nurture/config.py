@@ -28,7 +28,7 @@ from nurture.yamlfile import Document, parse_yaml, validate
 
 #: Event kinds the engine itself records; projects declare the others under `events:`.
 BUILTIN_EVENTS = frozenset(
-    {"email_opened", "email_clicked", "unsubscribed", "hard_bounced", "complained"}
+    {"email_opened", "email_clicked", "unsubscribed", "hard_bounced", "soft_bounced", "complained"}
 )
 #: Events after which no marketing email may go to the person, ever.
 SUPPRESSING_EVENTS = frozenset({"unsubscribed", "hard_bounced", "complained"})
@@ -317,6 +317,22 @@ class Delivery(Strict):
         default=None, description="List-Id header; default: from the sender."
     )
     dkim: Dkim | None = None
+    soft_bounce_limit: int = Field(
+        default=3, ge=1, description="Soft bounces (from provider webhooks) before suppression."
+    )
+
+
+class Webhooks(Strict):
+    """Provider feedback endpoints; each is off until its secret is set."""
+
+    sendgrid_public_key: str | None = Field(
+        default=None, description="Signed Event Webhook verification key (base64 DER)."
+    )
+    mailgun_signing_key: str | None = None
+    postmark_credentials: str | None = Field(
+        default=None, description="user:password of the basic auth set on Postmark's webhook URL."
+    )
+    ses_topic_arn: str | None = Field(default=None, description="The SNS topic allowed to post.")
 
 
 class Settings(Strict):
@@ -347,6 +363,7 @@ class Settings(Strict):
     caps: Caps = Caps()
     account_pause: AccountPause = AccountPause()
     delivery: Delivery = Delivery()
+    webhooks: Webhooks = Webhooks()
 
     @field_validator("events", "custom_fields")
     @classmethod

@@ -26,8 +26,17 @@ from nurture.contacts import (
     zone_of,
 )
 from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
-from nurture.models import Contact, Enrollment, Event, ScoreChange, StageMove, Suppression
+from nurture.models import (
+    Contact,
+    Enrollment,
+    Event,
+    ProviderEvent,
+    ScoreChange,
+    StageMove,
+    Suppression,
+)
 from nurture.project import Project
+from nurture.providers import Feedback
 from nurture.scoring import Change, engagement_changes, fit_score
 from nurture.stages import Move, next_stage
 
@@ -235,6 +244,58 @@ def set_caps(
         raise ValueError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
     contact.caps = override.model_dump(mode="json", exclude_unset=True) or None
     return contact
+
+
+def apply_provider_feedback(
+    session: Session, project: Project, provider: str, item: Feedback, now: datetime
+) -> bool:
+    """Apply one provider event once; False when it was applied before (a replay).
+
+    Hard bounces, complaints and provider unsubscribes suppress at once; soft bounces are
+    counted and suppress at `delivery.soft_bounce_limit`. An address nurture does not know is
+    suppressed all the same, so a later import cannot write to it.
+    """
+    address = normalize_email(item.email)
+    if (
+        session.scalar(
+            select(ProviderEvent.id).where(
+                ProviderEvent.provider == provider, ProviderEvent.event_id == item.event_id
+            )
+        )
+        is not None
+    ):
+        return False
+    session.add(
+        ProviderEvent(
+            provider=provider, event_id=item.event_id, kind=item.kind, email=address, at=now
+        )
+    )
+    session.flush()
+    source = f"{provider}: {item.detail}"[:200]
+    known = session.scalar(select(Contact.id).where(Contact.email == address)) is not None
+    if known:
+        record_event(
+            session,
+            project,
+            address,
+            item.kind,
+            now,
+            properties={"provider": provider, "detail": item.detail},
+        )
+    if item.kind == "soft_bounced":
+        count = (
+            session.scalar(
+                select(func.count())
+                .select_from(ProviderEvent)
+                .where(ProviderEvent.email == address, ProviderEvent.kind == "soft_bounced")
+            )
+            or 0
+        )
+        if count >= project.settings.delivery.soft_bounce_limit:
+            suppress(session, address, "soft_bounced", f"{count} soft bounces; last {source}", now)
+    elif not known:
+        suppress(session, address, item.kind, source, now)
+    return True
 
 
 def suppress(session: Session, email: str, reason: str, source: str | None, now: datetime) -> None:

@@ -218,3 +218,17 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(50))
     source: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime]
+
+
+class ProviderEvent(Base):
+    """A provider's webhook event already applied: each is applied once, however often sent."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(30))
+    email: Mapped[str] = mapped_column(String(320))
+    at: Mapped[datetime]

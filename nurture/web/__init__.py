@@ -9,7 +9,7 @@ from nurture.runtime import Runtime
 
 def create_app(runtime: Runtime) -> Flask:
     """The app serving tracking and unsubscribe links for one project runtime."""
-    from nurture.web import public
+    from nurture.web import hooks, public
 
     app = Flask(__name__)
     app.config.update(
@@ -21,6 +21,7 @@ def create_app(runtime: Runtime) -> Flask:
     )
     app.extensions["nurture"] = runtime
     app.register_blueprint(public.bp)
+    app.register_blueprint(hooks.bp)
 
     @app.get("/healthz")
     def health() -> Response:
