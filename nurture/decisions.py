@@ -22,7 +22,7 @@ from nurture.workflows import Step, Workflow
 ACTIVE, WAITING, PAUSED, COMPLETED, EXITED = "active", "waiting", "paused", "completed", "exited"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Situation:
     """Everything the decision needs about one enrollment and its contact."""
 
