@@ -18,6 +18,15 @@ from nurture.models import Contact, Message
 from nurture.runtime import Runtime
 from nurture.transport import OutboxTransport
 
+#: A contact who fits the example project's profile (fit 55), in Paris.
+PROFILE: dict[str, Any] = {
+    "first_name": "Ana",
+    "sector": "saas",
+    "company_size": 300,
+    "seniority": "vp",
+    "timezone": "Europe/Paris",
+}
+
 
 def outbox(rt: Runtime) -> list[Path]:
     transport = rt.dispatcher.transport

@@ -18,6 +18,7 @@ from nurture.engine import Dispatcher
 from nurture.models import Deferral, Enrollment, Message, StageMove, Suppression
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import Outgoing
+from tests.helpers import PROFILE as BASE_PROFILE
 from tests.helpers import (
     add_contact,
     contact,
@@ -29,14 +30,7 @@ from tests.helpers import (
     sends_per,
 )
 
-PROFILE = {
-    "first_name": "Ana",
-    "company": "Acme & Co",
-    "sector": "saas",
-    "company_size": 300,
-    "seniority": "vp",
-    "timezone": "Europe/Paris",
-}
+PROFILE = {**BASE_PROFILE, "company": "Acme & Co"}
 
 
 def advance(rt: Runtime, **delta: float) -> None:

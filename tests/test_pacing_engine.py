@@ -22,15 +22,7 @@ from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime, open_runtime
 from tests.conftest import MONDAY_MORNING
-from tests.helpers import add_contact, event, messages, sends_per
-
-PROFILE = {
-    "first_name": "Ana",
-    "sector": "saas",
-    "company_size": 300,
-    "seniority": "vp",
-    "timezone": "Europe/Paris",
-}
+from tests.helpers import PROFILE, add_contact, event, messages, sends_per
 
 
 def edit(path: Path, old: str, new: str) -> None:

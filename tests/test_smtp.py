@@ -23,17 +23,11 @@ from nurture.db import sessions
 from nurture.models import Suppression
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import SmtpTransport
+from tests.helpers import PROFILE as BASE_PROFILE
 from tests.helpers import add_contact, messages
 from tests.smtp_server import SmtpServer
 
-PROFILE = {
-    "first_name": "Zoé",
-    "last_name": "Ångström",
-    "sector": "saas",
-    "company_size": 300,
-    "seniority": "vp",
-    "timezone": "Europe/Paris",
-}
+PROFILE = {**BASE_PROFILE, "first_name": "Zoé", "last_name": "Ångström"}
 
 
 @pytest.fixture

@@ -13,15 +13,8 @@ from nurture.db import sessions
 from nurture.models import Contact, Event, ScoreChange, Suppression
 from nurture.runtime import Runtime
 from nurture.web import create_app
-from tests.helpers import add_contact, messages, outbox, parse_eml
+from tests.helpers import PROFILE, add_contact, messages, outbox, parse_eml
 
-PROFILE = {
-    "first_name": "Ana",
-    "sector": "saas",
-    "company_size": 300,
-    "seniority": "vp",
-    "timezone": "Europe/Paris",
-}
 BROWSER = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Version/17.5 Safari/605.1.15"
 )
