@@ -249,6 +249,55 @@ def suppress(obj: Context, email: str, reason: str, source: str) -> None:
     click.echo(f"{normalize_email(email)}: suppressed ({reason})")
 
 
+@main.group(invoke_without_command=True)
+@click.option(
+    "--status",
+    default="unknown",
+    show_default=True,
+    type=click.Choice(["queued", "sending", "sent", "failed", "unknown"]),
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_context
+def messages(ctx: click.Context, status: str, limit: int) -> None:
+    """List messages by status; `unknown` ones wait for a person to settle them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from nurture.models import Message
+
+    runtime = ctx.obj.runtime()
+    with sessions(runtime.database)() as session:
+        rows = session.execute(
+            select(Message.id, Contact.email, Message.content_id, Message.created_at, Message.error)
+            .join(Contact, Contact.id == Message.contact_id)
+            .where(Message.status == status)
+            .order_by(Message.created_at, Message.id)
+            .limit(limit)
+        ).all()
+    for row in rows:
+        note = f"  ({row.error})" if row.error else ""
+        click.echo(
+            f"{row.id}\t{row.created_at:%Y-%m-%d %H:%M}Z\t{row.email}\t{row.content_id}{note}"
+        )
+    click.echo(f"{len(rows)} {status}", err=True)
+
+
+@messages.command("settle")
+@click.argument("message_id", type=int)
+@click.option("--sent", "outcome", flag_value="sent", help="It did go: count it as sent.")
+@click.option("--release", "outcome", flag_value="release", help="It did not: send it now.")
+@click.pass_obj
+def messages_settle(obj: Context, message_id: int, outcome: str | None) -> None:
+    """Decide what an `unknown` message (its sender stopped mid-conversation) becomes."""
+    if outcome is None:
+        raise click.UsageError("say --sent or --release")
+    runtime = obj.runtime()
+    if not runtime.dispatcher.settle(message_id, sent=outcome == "sent"):
+        raise click.ClickException(f"message {message_id} is not unknown; nothing changed")
+    click.echo(
+        f"message {message_id}: {'marked sent' if outcome == 'sent' else 'released and sent'}"
+    )
+
+
 @main.command()
 @click.argument("email")
 @click.pass_obj

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from sqlalchemy import ColumnElement, Row, Table, bindparam, func, insert, select, update
 from sqlalchemy import Engine as Database
-from sqlalchemy import Row, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import Clock
@@ -499,28 +499,55 @@ class Dispatcher:
                 .where(Message.status == SENDING, Message.created_at < expired)
                 .values(status=UNKNOWN, error="delivery not confirmed: the sender stopped")
             )
-            stale = session.execute(
+        late = self._deliver_queued(Message.created_at < expired)
+        return int(getattr(unknown, "rowcount", 0) or 0), late
+
+    def settle(self, message_id: int, *, sent: bool) -> bool:
+        """A person's decision on an `unknown` message: it did go (`sent`), or send it now.
+
+        Returns False when the message is not `unknown` (nothing changes then).
+        """
+        with write_transaction(self.database) as session:
+            changed = session.execute(
+                update(Message)
+                .where(Message.id == message_id, Message.status == UNKNOWN)
+                .values(status=SENT if sent else QUEUED, error=None)
+            )
+        if not getattr(changed, "rowcount", 0):
+            return False
+        if not sent:
+            self._deliver_queued(Message.id == message_id)
+        return True
+
+    def _deliver_queued(self, which: ColumnElement[bool]) -> int:
+        """Render again and deliver queued messages (with their original key), unless the
+        address was suppressed meanwhile; return how many went."""
+        now = self.clock.now()
+        with write_transaction(self.database) as session:
+            queued = session.execute(
                 select(Message.rfc_message_id, Message.content_id, *Contact.__table__.columns)
                 .join(Contact, Contact.id == Message.contact_id)
-                .where(Message.status == QUEUED, Message.created_at < expired)
+                .where(Message.status == QUEUED, which)
                 .limit(self.batch_size)
             ).all()
             blocked = {
                 email
                 for (email,) in session.execute(
-                    select(Suppression.email).where(Suppression.email.in_([r.email for r in stale]))
+                    select(Suppression.email).where(
+                        Suppression.email.in_([r.email for r in queued])
+                    )
                 )
             }
             session.execute(
                 update(Message)
                 .where(
                     Message.rfc_message_id.in_(
-                        [r.rfc_message_id for r in stale if r.email in blocked]
+                        [r.rfc_message_id for r in queued if r.email in blocked]
                     )
                 )
                 .values(status=FAILED, error="suppressed before delivery")
             )
-        late = [
+        outgoing = [
             self._outgoing(
                 row,
                 profile(cast(ContactLike, row), self.project.settings),
@@ -528,11 +555,11 @@ class Dispatcher:
                 row.rfc_message_id.strip("<>").split("@")[0],
                 now,
             )
-            for row in stale
+            for row in queued
             if row.email not in blocked
         ]
-        sent, _ = self.deliver(late)
-        return int(getattr(unknown, "rowcount", 0) or 0), sent
+        delivered, _ = self.deliver(outgoing)
+        return delivered
 
     def _mid(self, outgoing: Outgoing) -> str:
         return f"<{outgoing.key}@{self.domain}>"

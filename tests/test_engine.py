@@ -339,3 +339,31 @@ def test_reconcile_delivers_what_never_reached_the_transport(runtime: Runtime) -
     (path,) = outbox(runtime)
     assert parse_eml(path)["To"] == "Ana <ana@acme.example>"
     assert runtime.dispatcher.reconcile() == (0, 0)
+
+
+def test_a_person_settles_unknown_messages(runtime: Runtime, project_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from nurture.cli import main
+
+    for address in ("ana@acme.example", "bob@initech.example"):
+        add_contact(runtime, address, **PROFILE)
+    crashing = Dispatcher(
+        runtime.project, runtime.database, CrashingTransport(), runtime.clock, runtime.links
+    )
+    with pytest.raises(Crash):
+        crashing.tick()
+    advance(runtime, minutes=11)
+    runtime.dispatcher.reconcile()
+    unknown = [m for m in messages(runtime) if m.status == "unknown"]
+    assert unknown, "the crash left a message unknown"
+    url = runtime.database.url.render_as_string(hide_password=False)
+    base = ["--project", str(project_dir), "--db", url]
+    listed = CliRunner().invoke(main, [*base, "messages"])
+    assert listed.exit_code == 0 and str(unknown[0].id) in listed.output
+    assert runtime.dispatcher.settle(unknown[0].id, sent=False)
+    assert [m.status for m in messages(runtime) if m.id == unknown[0].id] == ["sent"]
+    assert len(outbox(runtime)) == 1
+    assert not runtime.dispatcher.settle(unknown[0].id, sent=True), "only unknown messages settle"
+    refused = CliRunner().invoke(main, [*base, "messages", "settle", str(unknown[0].id), "--sent"])
+    assert refused.exit_code == 1 and "is not unknown" in refused.output
