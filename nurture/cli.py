@@ -94,6 +94,30 @@ def validate(obj: Context) -> None:
 
 
 @main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the schema files (default: schema/ in the project).",
+)
+@click.option("--check", is_flag=True, help="Exit 1 if the files differ from the models.")
+@click.pass_obj
+def schema(obj: Context, out: Path | None, check: bool) -> None:
+    """Write the JSON Schemas of nurture.yaml and workflow files, for editors."""
+    from nurture import schema as schemas
+
+    directory = out or obj.root / "schema"
+    if check:
+        differ = schemas.stale(directory)
+        if differ:
+            raise click.ClickException(f"out of date: {', '.join(differ)}; run nurture schema")
+        click.echo("schemas up to date")
+        return
+    for path in schemas.write(directory):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
 @click.pass_obj
 def run(obj: Context) -> None:
     """Run the engine and serve the links in emails, until Ctrl-C or SIGTERM."""

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -61,8 +62,20 @@ def _duration(value: Any) -> timedelta:
     raise ValueError("expected a duration such as 3d, 20h or 90m")
 
 
+DURATION_PATTERN = r"^\s*(?:\d+\s*[wdhms]\s*)+$"
 Duration = Annotated[
-    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "integer", "minimum": 0},
+            ],
+            "description": "A duration: 3d, 20h, 1d12h, 90m, 2w; a bare number counts days.",
+        }
+    ),
 ]
 
 
@@ -179,6 +192,15 @@ class Scoring(Strict):
     fit: list[FitRule] = Field(default_factory=list)
 
 
+_QUIET_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*$"},
+        {"type": "null"},
+    ]
+}
+_WEEKDAYS_SCHEMA: dict[str, Any] = {"items": {"enum": list(WEEKDAYS)}, "minItems": 1}
+
+
 class _CapFields(Strict):
     """Validators shared by the project's caps and their per-workflow or per-contact overrides."""
 
@@ -209,8 +231,8 @@ class CapsOverride(_CapFields):
     per_week: int | None = Field(default=None, ge=1)
     per_month: int | None = Field(default=None, ge=1)
     min_gap: Duration | None = None
-    quiet_hours: str | None = None
-    weekdays: list[str] | None = None
+    quiet_hours: str | None = Field(default=None, json_schema_extra=_QUIET_SCHEMA)
+    weekdays: list[str] | None = Field(default=None, json_schema_extra=_WEEKDAYS_SCHEMA)
     sunset_after: int | None = Field(default=None, ge=1)
 
 
@@ -220,9 +242,13 @@ class Caps(_CapFields):
     per_month: int | None = Field(default=None, ge=1, description="Emails in any 30 days.")
     min_gap: Duration = Field(default=timedelta(hours=20))
     quiet_hours: str | None = Field(
-        default="20:00-08:00", description="Local window with no sends; may wrap midnight."
+        default="20:00-08:00",
+        description="Local window with no sends; may wrap midnight.",
+        json_schema_extra=_QUIET_SCHEMA,
     )
-    weekdays: list[str] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
+    weekdays: list[str] = Field(
+        default_factory=lambda: list(WEEKDAYS[:5]), json_schema_extra=_WEEKDAYS_SCHEMA
+    )
     account_per_day: int | None = Field(
         default=None, ge=1, description="Emails a day across all people of one account."
     )

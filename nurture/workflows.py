@@ -6,7 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from nurture.config import (
     Caps,
@@ -48,6 +49,12 @@ class Step(Strict):
 
 
 class Entry(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"anyOf": [{"required": [k]} for k in ("stages", "events", "when")]},
+    )
+
     stages: list[StageName] = Field(default_factory=list, description="Enter when in one of these.")
     events: list[EventKind] = Field(
         default_factory=list, description="Enter when one of these events happens."
@@ -69,7 +76,7 @@ class Goals(Strict):
 
 
 class Workflow(Strict):
-    id: str = ""
+    id: SkipJsonSchema[str] = ""
     name: str = Field(min_length=1)
     description: str | None = None
     enter: Entry
