@@ -94,6 +94,30 @@ def validate(obj: Context) -> None:
 
 
 @main.command()
+@click.pass_obj
+def lint(obj: Context) -> None:
+    """Check content for what hurts in an inbox; each finding as path:line; exit 1 on errors."""
+    from nurture.lint import fields_in_use
+    from nurture.lint import lint as lint_project
+
+    project = obj.project()
+    counts = None
+    url = database_url(project, obj.database)
+    if not url.startswith("sqlite") or project.database_path.exists() or obj.database:
+        runtime = obj.runtime()
+        with sessions(runtime.database)() as session:
+            counts = fields_in_use(session, project.settings)
+    findings = lint_project(project, counts)
+    for finding in findings:
+        click.echo(str(finding))
+    errors = sum(1 for f in findings if f.severity == "error")
+    warnings = len(findings) - errors
+    click.echo(f"{len(project.content)} pieces: {errors} errors, {warnings} warnings", err=True)
+    if errors:
+        sys.exit(1)
+
+
+@main.command()
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
