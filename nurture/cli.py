@@ -466,6 +466,12 @@ def preview(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option(
+    "--persona",
+    "persona_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Rehearse one imagined person (a YAML file) and print their timeline day by day.",
+)
+@click.option(
     "--db",
     "sim_database",
     help="Fresh database for the run (default: simulation-SEED.db; a SQLite file is replaced).",
@@ -479,11 +485,20 @@ def simulate(
     export_path: Path | None,
     as_json: bool,
     sim_database: str | None,
+    persona_path: Path | None,
 ) -> None:
-    """Live a synthetic population through the real engine on a simulated clock."""
+    """Live a synthetic population (or one --persona) through the real engine, on a
+    simulated clock."""
     from nurture.simulate import simulate as run_simulation
 
     obj.project()
+    if persona_path is not None:
+        from nurture.rehearse import load_persona, rehearse
+
+        persona = _or_exit(lambda: load_persona(persona_path))
+        for line in rehearse(obj.root, persona):
+            click.echo(line)
+        return
     database = sim_database or obj.database or str(Path(obj.root) / f"simulation-{seed}.db")
     if "://" not in database:
         for suffix in ("", "-wal", "-shm"):

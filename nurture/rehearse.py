@@ -1,0 +1,193 @@
+"""Rehearsal: one imagined person played through the real workflows and caps, day by day."""
+
+from __future__ import annotations
+
+import heapq
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field
+from sqlalchemy import func, select
+
+from nurture.clock import FixedClock
+from nurture.config import Strict, TimeZoneName
+from nurture.db import sessions
+from nurture.decisions import ACTIVE
+from nurture.feedback import record_event, upsert_contact
+from nurture.models import Contact, Deferral, Enrollment, Event, Message, ScoreChange, StageMove
+from nurture.runtime import open_runtime
+from nurture.transport import NullTransport
+from nurture.yamlfile import parse_yaml, validate
+
+EMAIL = "persona@rehearsal.example"
+
+
+class Action(Strict):
+    day: int = Field(ge=1, description="Day of the rehearsal (1 is the first).")
+    at: str = Field(default="10:00", pattern=r"^\d{1,2}:\d{2}$", description="Local time.")
+    event: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class Persona(Strict):
+    name: str
+    profile: dict[str, Any] = Field(default_factory=dict)
+    timezone: TimeZoneName = "Europe/Paris"
+    start: datetime = Field(
+        default=datetime(2026, 3, 2, 9, 0),  # noqa: DTZ001 - a wall-clock time in `timezone`
+        description="When the person arrives, on their own clock.",
+    )
+    enters_with: str = Field(
+        default="content_downloaded", description="The event that makes a lead."
+    )
+    days: int = Field(default=30, ge=1, le=365)
+    opens: Literal["every", "never"] = "every"
+    clicks: Literal["every", "never", "evaluation", "decision"] = "never"
+    actions: list[Action] = Field(default_factory=list)
+
+
+@dataclass(order=True)
+class _Due:
+    at: datetime
+    seq: int
+    kind: str = field(compare=False)
+    properties: dict[str, Any] = field(compare=False, default_factory=dict)
+
+
+def load_persona(path: Path) -> Persona:
+    return validate(Persona, parse_yaml(path.read_text(encoding="utf-8"), str(path)))
+
+
+def rehearse(root: Path, persona: Persona) -> list[str]:
+    """The persona's timeline, one line per thing that happened, grouped by local day."""
+    zone = ZoneInfo(persona.timezone)
+    wall = persona.start
+    if wall.tzinfo is not None:
+        wall = wall.astimezone(zone).replace(tzinfo=None)
+    start = wall.replace(tzinfo=zone).astimezone(UTC)
+    end = start + timedelta(days=persona.days)
+    clock = FixedClock(start)
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = open_runtime(
+            root, clock=clock, database=str(Path(tmp) / "rehearsal.db"), transport=NullTransport()
+        )
+        make = sessions(runtime.database)
+        with make.begin() as session:
+            upsert_contact(
+                session,
+                runtime.project,
+                EMAIL,
+                {**persona.profile, "timezone": persona.timezone},
+                start,
+                consent_source="rehearsal",
+            )
+            record_event(session, runtime.project, EMAIL, persona.enters_with, start)
+        queue: list[_Due] = []
+        for number, action in enumerate(persona.actions):
+            hour, minute = (int(part) for part in action.at.split(":"))
+            local = (wall + timedelta(days=action.day - 1)).replace(hour=hour, minute=minute)
+            heapq.heappush(
+                queue,
+                _Due(
+                    local.replace(tzinfo=zone).astimezone(UTC),
+                    number,
+                    action.event,
+                    action.properties,
+                ),
+            )
+        seen, sequence = 0, len(queue)
+        while True:
+            with make() as session:
+                due = session.scalar(
+                    select(func.min(Enrollment.due_at)).where(Enrollment.status == ACTIVE)
+                )
+            moments = [t for t in (due, queue[0].at if queue else None) if t is not None]
+            if not moments:
+                break
+            now = max(min(moments), clock.now())
+            if now > end:
+                break
+            clock.set(now)
+            while queue and queue[0].at <= now:
+                item = heapq.heappop(queue)
+                with make.begin() as session:
+                    record_event(
+                        session, runtime.project, EMAIL, item.kind, now, properties=item.properties
+                    )
+            runtime.dispatcher.tick()
+            with make() as session:
+                fresh = session.execute(
+                    select(Message.id, Message.phase, Message.sent_at)
+                    .where(Message.id > seen)
+                    .order_by(Message.id)
+                ).all()
+            for message_id, phase, sent_at in fresh:
+                seen = message_id
+                sequence += 2
+                if persona.opens == "every":
+                    heapq.heappush(
+                        queue,
+                        _Due(
+                            sent_at + timedelta(hours=1),
+                            sequence,
+                            "email_opened",
+                            {"message_id": message_id},
+                        ),
+                    )
+                if persona.clicks == "every" or persona.clicks == phase:
+                    heapq.heappush(
+                        queue,
+                        _Due(
+                            sent_at + timedelta(hours=1, minutes=5),
+                            sequence + 1,
+                            "email_clicked",
+                            {"message_id": message_id},
+                        ),
+                    )
+            clock.set(now + timedelta(minutes=1))
+        lines = _timeline(make, zone, start, persona)
+        runtime.database.dispose()
+    return lines
+
+
+def _timeline(make: Any, zone: ZoneInfo, start: datetime, persona: Persona) -> list[str]:
+    entries: list[tuple[datetime, int, str]] = []
+    with make() as session:
+        contact = session.scalars(select(Contact)).one()
+        for m in session.scalars(select(Message)):
+            entries.append(
+                (m.sent_at, 2, f"email {m.content_id} ({m.phase}, stage {m.stage_at_send})")
+            )
+        for s in session.scalars(select(ScoreChange)):
+            entries.append((s.at, 1, f"{s.points:+g} {s.axis}: {s.rule} (now {s.value_after:.1f})"))
+        for move in session.scalars(select(StageMove)):
+            entries.append(
+                (move.at, 1, f"stage {move.from_stage or '-'} -> {move.to_stage}: {move.reason}")
+            )
+        for d in session.scalars(select(Deferral)):
+            until = d.until.astimezone(zone).strftime("%a %H:%M") if d.until else "never"
+            entries.append((d.at, 3, f"held {d.content_id} until {until}: {d.reason}"))
+        for event in session.scalars(select(Event).where(Event.kind == "email_opened")):
+            entries.append(
+                (event.occurred_at, 1, "opened the last email (scores nothing: opens lie)")
+            )
+        for e in session.scalars(select(Enrollment)):
+            entries.append((e.entered_at, 1, f"entered workflow {e.workflow}"))
+            if e.ended_at:
+                entries.append((e.ended_at, 4, f"left workflow {e.workflow}: {e.end_reason}"))
+        final = f"after {persona.days} days: stage {contact.stage}, fit {contact.fit:g}"
+    lines = [f"{persona.name} ({persona.timezone})"]
+    day = None
+    for at, _, text in sorted(entries, key=lambda entry: (entry[0], entry[1])):
+        local = at.astimezone(zone)
+        number = (local.date() - start.astimezone(zone).date()).days + 1
+        if number != day:
+            day = number
+            lines.append(f"day {number:>2} {local:%a %d %b}")
+        lines.append(f"  {local:%H:%M}  {text}")
+    lines.append(final)
+    return lines
