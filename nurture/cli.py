@@ -95,6 +95,33 @@ def validate(obj: Context) -> None:
 
 @main.command()
 @click.pass_obj
+def stats(obj: Context) -> None:
+    """Sent, real opens and real clicks per piece, and per subject line under test."""
+    from nurture.stats import content_stats
+
+    runtime = obj.runtime()
+    with sessions(runtime.database)() as session:
+        lines = content_stats(session)
+    click.echo(f"{'content':<44} {'sent':>6} {'real opens':>15} {'real clicks':>15}")
+    tested: dict[str, list[str]] = {}
+    for line in lines:
+        label = line.content_id
+        piece = runtime.project.content.get(line.content_id)
+        if line.variant is not None and piece is not None:
+            label = f"{line.content_id} #{line.variant + 1}"
+            tested[line.content_id] = piece.front.subject_lines
+        click.echo(
+            f"{label:<44} {line.sent:>6} {line.opened:>6} ({line.open_rate:6.1%}) "
+            f"{line.clicked:>6} ({line.click_rate:6.1%})"
+        )
+    for content_id, subjects in tested.items():
+        for number, subject in enumerate(subjects, start=1):
+            click.echo(f"{content_id} #{number}: {subject}")
+    click.echo("machine opens and scanner clicks are left out; n = emails sent", err=True)
+
+
+@main.command()
+@click.pass_obj
 def lint(obj: Context) -> None:
     """Check content for what hurts in an inbox; each finding as path:line; exit 1 on errors."""
     from nurture.lint import fields_in_use

@@ -13,7 +13,7 @@ from inscriptis import get_text
 from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
 from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, UndefinedError
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nurture.config import PROFILE_FIELDS, Strict
 from nurture.phases import PHASES, Phase
@@ -25,14 +25,32 @@ _text_env = Environment(autoescape=False, undefined=StrictUndefined, keep_traili
 _FRONT = re.compile(r"\A---[ \t]*\n(.*?)^---[ \t]*\n", re.S | re.M)
 _POSITION = re.compile(r"at position (\d+):(\d+)")
 _SEPARATOR = "\x1e"
+_SUBJECTS = "\x1f"
 _TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=True)
 PARTIALS = "partials"
 
 
 class FrontMatter(Strict):
-    subject: str = Field(min_length=1, description="Jinja template of the subject line.")
+    subject: str | None = Field(
+        default=None, min_length=1, description="Jinja template of the subject line."
+    )
+    subjects: list[str] | None = Field(
+        default=None, min_length=2, description="Two or more subjects to test: sends are split."
+    )
     preheader: str | None = Field(default=None, description="Preview text shown after the subject.")
     tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_subject_field(self) -> FrontMatter:
+        if (self.subject is None) == (self.subjects is None):
+            raise ValueError("give either subject: or subjects: (two or more to test)")
+        if self.subjects is not None and any(not s.strip() for s in self.subjects):
+            raise ValueError("a subject variant is empty")
+        return self
+
+    @property
+    def subject_lines(self) -> list[str]:
+        return self.subjects if self.subjects is not None else [self.subject or ""]
 
 
 @dataclass(frozen=True)
@@ -52,9 +70,15 @@ class Piece:
     front: FrontMatter
     template: Template
 
-    def render(self, variables: Mapping[str, Any]) -> Rendered:
+    @property
+    def variants(self) -> int:
+        """How many subject lines this piece tests (1: no test)."""
+        return len(self.front.subject_lines)
+
+    def render(self, variables: Mapping[str, Any], variant: int = 0) -> Rendered:
         """Subject, HTML and text in one Jinja render: one context per email, not three."""
-        subject, html, text = self.template.render(variables).split(_SEPARATOR)
+        subjects, html, text = self.template.render(variables).split(_SEPARATOR)
+        subject = subjects.split(_SUBJECTS)[variant]
         return Rendered(subject=" ".join(subject.split()), html=html, text=text)
 
 
@@ -109,7 +133,7 @@ def load_piece(path: Path, content_root: Path, display: str, variables: Mapping[
         )
     front = validate(FrontMatter, parse_yaml(front_text, display, first_line=2))
     problems: list[Problem] = []
-    subject = _template(_text_env, front.subject, display, 2, problems)
+    subject = _template(_text_env, _SUBJECTS.join(front.subject_lines), display, 2, problems)
     checked_body = _template(_html_env, body, display, body_line, problems)
     if problems:
         raise ProjectError(problems)
@@ -122,10 +146,11 @@ def load_piece(path: Path, content_root: Path, display: str, variables: Mapping[
         problems.append(Problem(display, _mjml_line(str(exc), body, body_line), f"MJML: {exc}"))
     if problems:
         raise ProjectError(problems)
-    if _SEPARATOR in raw:
+    if _SEPARATOR in raw or _SUBJECTS in raw:
         raise ProjectError([Problem(display, None, "the file holds a control character (0x1E)")])
     combined = (
-        f"{{% autoescape false %}}{front.subject}{{% endautoescape %}}{_SEPARATOR}{html}"
+        f"{{% autoescape false %}}{_SUBJECTS.join(front.subject_lines)}{{% endautoescape %}}"
+        f"{_SEPARATOR}{html}"
         f"{_SEPARATOR}{{% autoescape false %}}{html_to_text(html)}{{% endautoescape %}}"
     )
     template = _template(_html_env, combined, display, None, problems)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -372,7 +373,8 @@ class Dispatcher:
     ) -> None:
         key = secrets.token_urlsafe(12)
         piece = self.project.content[plan.step.content]
-        outgoing = self._outgoing(contact, fields, piece.id, key, now)
+        variant = zlib.crc32(key.encode()) % piece.variants if piece.variants > 1 else None
+        outgoing = self._outgoing(contact, fields, piece.id, key, now, variant)
         batch.messages.append(
             {
                 "enrollment_id": enrollment.id,
@@ -383,6 +385,7 @@ class Dispatcher:
                 "phase": piece.phase,
                 "stage_at_send": contact.stage,
                 "subject": outgoing.subject,
+                "subject_variant": variant,
                 "rfc_message_id": f"<{key}@{self.domain}>",
                 "status": QUEUED,
                 "created_at": now,
@@ -393,12 +396,19 @@ class Dispatcher:
         batch.report.sent += 1
 
     def _outgoing(
-        self, contact: Row[Any], fields: dict[str, Any], content_id: str, key: str, now: datetime
+        self,
+        contact: Row[Any],
+        fields: dict[str, Any],
+        content_id: str,
+        key: str,
+        now: datetime,
+        variant: int | None = None,
     ) -> Outgoing:
         """Render one piece for one person, bound to the message `key`."""
         unsubscribe_url = self.links.unsubscribe_url(key)
         rendered = self.project.content[content_id].render(
-            {"contact": fields, "sender": self.sender, "unsubscribe_url": unsubscribe_url}
+            {"contact": fields, "sender": self.sender, "unsubscribe_url": unsubscribe_url},
+            variant or 0,
         )
         return Outgoing(
             key=key,
@@ -525,7 +535,12 @@ class Dispatcher:
         now = self.clock.now()
         with write_transaction(self.database) as session:
             queued = session.execute(
-                select(Message.rfc_message_id, Message.content_id, *Contact.__table__.columns)
+                select(
+                    Message.rfc_message_id,
+                    Message.content_id,
+                    Message.subject_variant,
+                    *Contact.__table__.columns,
+                )
                 .join(Contact, Contact.id == Message.contact_id)
                 .where(Message.status == QUEUED, which)
                 .limit(self.batch_size)
@@ -554,6 +569,7 @@ class Dispatcher:
                 row.content_id,
                 row.rfc_message_id.strip("<>").split("@")[0],
                 now,
+                row.subject_variant,
             )
             for row in queued
             if row.email not in blocked

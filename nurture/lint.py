@@ -110,16 +110,19 @@ def lint_piece(
     def line_of(needle: str, default: int = 1) -> int:
         return next((i for i, text in enumerate(lines, start=1) if needle in text), default)
 
-    subject_line = line_of("subject:", 2)
-    if not rendered.subject.strip():
-        yield Finding(display, subject_line, "error", "the subject is empty")
-    elif len(rendered.subject) > SUBJECT_MAX:
-        yield Finding(
-            display,
-            subject_line,
-            "error",
-            f"the subject is {len(rendered.subject)} characters; keep it to {SUBJECT_MAX}",
-        )
+    subject_line = line_of("subject", 2)
+    for variant in range(piece.variants):
+        subject = piece.render(variables, variant).subject
+        which = f"subject {variant + 1}" if piece.variants > 1 else "the subject"
+        if not subject.strip():
+            yield Finding(display, subject_line, "error", f"{which} is empty")
+        elif len(subject) > SUBJECT_MAX:
+            yield Finding(
+                display,
+                subject_line,
+                "error",
+                f"{which} is {len(subject)} characters; keep it to {SUBJECT_MAX}",
+            )
     if not piece.front.preheader and "<mj-preview" not in body:
         yield Finding(
             display, 1, "warning", "no preheader: inboxes will show the first words of the body"

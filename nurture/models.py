@@ -185,6 +185,7 @@ class Message(Base):
     phase: Mapped[str] = mapped_column(String(16))
     stage_at_send: Mapped[str] = mapped_column(String(50))
     subject: Mapped[str] = mapped_column(Text)
+    subject_variant: Mapped[int | None] = mapped_column(Integer)
     rfc_message_id: Mapped[str] = mapped_column(String(300), unique=True)
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]

@@ -68,6 +68,7 @@ def open_pixel(token: str) -> Response:
             "email_opened",
             now,
             properties=_properties(sent, machine),
+            message_id=sent.id,
         )
     return Response(PIXEL, mimetype="image/gif", headers=NO_CACHE)
 

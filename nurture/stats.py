@@ -1,0 +1,69 @@
+"""Per piece of content, and per subject line where a piece tests several: how many went,
+and how many people (not machines) opened and clicked."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nurture.models import Event, Message
+
+
+@dataclass(frozen=True)
+class Line:
+    content_id: str
+    variant: int | None
+    sent: int
+    opened: int
+    clicked: int
+
+    @property
+    def open_rate(self) -> float:
+        return self.opened / self.sent if self.sent else 0.0
+
+    @property
+    def click_rate(self) -> float:
+        return self.clicked / self.sent if self.sent else 0.0
+
+
+def content_stats(session: Session) -> list[Line]:
+    """Sent counts, and messages with at least one real open and one real click."""
+    sent = {
+        (content, variant): count
+        for content, variant, count in session.execute(
+            select(Message.content_id, Message.subject_variant, func.count())
+            .where(Message.status == "sent")
+            .group_by(Message.content_id, Message.subject_variant)
+        )
+    }
+    engaged: dict[tuple[str, int | None, str], set[int]] = defaultdict(set)
+    rows = session.execute(
+        select(
+            Message.content_id,
+            Message.subject_variant,
+            Event.message_id,
+            Event.kind,
+            Event.properties,
+        )
+        .join(Message, Message.id == Event.message_id)
+        .where(Event.kind.in_(("email_opened", "email_clicked")))
+        .execution_options(yield_per=5000)
+    )
+    for content, variant, message_id, kind, properties in rows:
+        if not (properties or {}).get("machine"):
+            engaged[(content, variant, kind)].add(message_id)
+    return [
+        Line(
+            content,
+            variant,
+            count,
+            len(engaged[(content, variant, "email_opened")]),
+            len(engaged[(content, variant, "email_clicked")]),
+        )
+        for (content, variant), count in sorted(
+            sent.items(), key=lambda item: (item[0][0], item[0][1] or 0)
+        )
+    ]
