@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +69,28 @@ class Piece:
     path: Path
     front: FrontMatter
     template: Template
+    translations: dict[str, Piece] = field(default_factory=dict)
+
+    def for_language(self, language: str | None) -> Piece:
+        """The variant for a contact's language (`fr-CA`, then `fr`), or this piece."""
+        if not language or not self.translations:
+            return self
+        code = language.lower().replace("_", "-")
+        return self.translations.get(code) or self.translations.get(code.split("-")[0]) or self
 
     @property
     def variants(self) -> int:
         """How many subject lines this piece tests (1: no test)."""
         return len(self.front.subject_lines)
 
-    def render(self, variables: Mapping[str, Any], variant: int = 0) -> Rendered:
+    def render(
+        self, variables: Mapping[str, Any], variant: int = 0, language: str | None = None
+    ) -> Rendered:
         """Subject, HTML and text in one Jinja render: one context per email, not three."""
-        subjects, html, text = self.template.render(variables).split(_SEPARATOR)
-        subject = subjects.split(_SUBJECTS)[variant]
+        piece = self.for_language(language)
+        subjects, html, text = piece.template.render(variables).split(_SEPARATOR)
+        options = subjects.split(_SUBJECTS)
+        subject = options[variant % len(options)]
         return Rendered(subject=" ".join(subject.split()), html=html, text=text)
 
 
@@ -156,7 +168,20 @@ def load_piece(path: Path, content_root: Path, display: str, variables: Mapping[
     template = _template(_html_env, combined, display, None, problems)
     if problems or template is None:
         raise ProjectError(problems)
-    return Piece(id=f"{phase}/{path.stem}", phase=phase, path=path, front=front, template=template)
+    return Piece(
+        id=f"{phase}/{base_name(path)[0]}", phase=phase, path=path, front=front, template=template
+    )
+
+
+_LANGUAGE = re.compile(r"^(?P<name>.+)\.(?P<lang>[a-z]{2}(?:-[a-z]{2,4})?)$")
+
+
+def base_name(path: Path) -> tuple[str, str | None]:
+    """(`guide`, `fr`) for guide.fr.mjml; (`guide`, None) for guide.mjml."""
+    match = _LANGUAGE.match(path.stem.lower())
+    if match:
+        return match.group("name"), match.group("lang")
+    return path.stem, None
 
 
 def _with_preheader(body: str, preheader: str | None) -> str:

@@ -409,6 +409,7 @@ class Dispatcher:
         rendered = self.project.content[content_id].render(
             {"contact": fields, "sender": self.sender, "unsubscribe_url": unsubscribe_url},
             variant or 0,
+            fields.get("language"),
         )
         return Outgoing(
             key=key,

@@ -89,7 +89,8 @@ def lint(project: Project, fields_in_use: Mapping[str, int] | None = None) -> li
     )
     found: list[Finding] = []
     for piece in project.content.values():
-        found.extend(lint_piece(project.root, piece, variables, fields_in_use))
+        for variant in (piece, *piece.translations.values()):
+            found.extend(lint_piece(project.root, variant, variables, fields_in_use))
     return sorted(found)
 
 

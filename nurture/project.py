@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nurture.config import Settings, load_settings
-from nurture.content import Piece, content_files, load_piece, sample_variables
+from nurture.content import Piece, base_name, content_files, load_piece, sample_variables
 from nurture.problems import Problem, ProjectError
 from nurture.workflows import Workflow, load_workflow, workflow_context
 
@@ -53,13 +53,33 @@ def load_project(root: Path) -> Project:
     content: dict[str, Piece] = {}
     content_root = root / "content"
     variables = sample_variables(settings.custom_fields, settings.sender.model_dump())
+    translations: list[tuple[Path, Piece, str]] = []
     for path in content_files(content_root):
         try:
             piece = load_piece(path, content_root, _display(path, root), variables)
         except ProjectError as exc:
             problems.extend(exc.problems)
             continue
-        content[piece.id] = piece
+        language = base_name(path)[1]
+        if language is None:
+            content[piece.id] = piece
+        else:
+            translations.append((path, piece, language))
+    for path, piece, language in translations:
+        base = content.get(piece.id)
+        original = path.with_name(f"{base_name(path)[0]}{path.suffix}")
+        if base is None and original.is_file():
+            continue  # the original has its own problem, already listed
+        if base is None:
+            problems.append(
+                Problem(
+                    _display(path, root),
+                    None,
+                    f"a {language} translation of {piece.id}, which does not exist",
+                )
+            )
+        else:
+            base.translations[language] = piece
     phases: dict[str, str] = {piece_id: piece.phase for piece_id, piece in content.items()}
     phases.update(_broken_ids(content_root, content))
     context = workflow_context(settings, phases)
@@ -81,9 +101,9 @@ def load_project(root: Path) -> Project:
 def _broken_ids(content_root: Path, loaded: dict[str, Piece]) -> dict[str, str]:
     """Pieces that exist but failed to load: a workflow naming them is not wrong as well."""
     return {
-        f"{p.parent.name}/{p.stem}": p.parent.name
+        f"{p.parent.name}/{base_name(p)[0]}": p.parent.name
         for p in content_files(content_root)
-        if f"{p.parent.name}/{p.stem}" not in loaded
+        if f"{p.parent.name}/{base_name(p)[0]}" not in loaded
     }
 
 
