@@ -8,10 +8,10 @@ nobody suppressed was written to, and every stage move has a reason.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -116,16 +116,15 @@ def _accounts(sent: Sequence[SentRecord], limit: int) -> Iterable[str]:
         if record.account:
             by_account[record.account].append(record)
     for account, records in by_account.items():
-        for record in records:
-            zone = ZoneInfo(record.timezone)
-            day = record.sent_at.astimezone(zone).date()
-            same_day = sum(
-                1
-                for other in records
-                if other.sent_at <= record.sent_at and other.sent_at.astimezone(zone).date() == day
-            )
+        zones = {record.timezone for record in records}
+        per_day: dict[str, Counter[date]] = {zone: Counter() for zone in zones}
+        for record in sorted(records, key=lambda r: r.sent_at):  # each send, on every clock
+            for zone in zones:
+                per_day[zone][record.sent_at.astimezone(ZoneInfo(zone)).date()] += 1
+            day = record.sent_at.astimezone(ZoneInfo(record.timezone)).date()
+            same_day = per_day[record.timezone][day]
             if same_day > limit:
-                yield f"{account}: {same_day} emails on {day} ({zone.key}), over {limit}"
+                yield f"{account}: {same_day} emails on {day} ({record.timezone}), over {limit}"
 
 
 def _person(

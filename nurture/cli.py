@@ -26,6 +26,7 @@ from nurture.models import Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.runtime import Runtime, database_url, open_runtime
+from nurture.transport import OutboxTransport
 
 T = TypeVar("T")
 
@@ -130,7 +131,8 @@ def lint(obj: Context) -> None:
     project = obj.project()
     counts = None
     url = database_url(project, obj.database)
-    if not url.startswith("sqlite") or project.database_path.exists() or obj.database:
+    sqlite_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if sqlite_file is None or Path(sqlite_file).exists():  # never create a database to lint
         runtime = obj.runtime()
         with sessions(runtime.database)() as session:
             counts = fields_in_use(session, project.settings)
@@ -188,11 +190,8 @@ def run(obj: Context) -> None:
     web.start()
     scheduler.start()
     url = database_url(runtime.project, obj.database)
-    delivery = (
-        "SMTP"
-        if not hasattr(runtime.dispatcher.transport, "directory")
-        else (f"outbox {runtime.project.outbox_dir}")
-    )
+    transport = runtime.dispatcher.transport
+    delivery = f"outbox {transport.directory}" if isinstance(transport, OutboxTransport) else "SMTP"
     click.echo(
         f"nurture running: database {url}, {delivery}, a dispatch tick every "
         f"{settings.tick_seconds:g}s; links served on http://{settings.listen} "

@@ -104,16 +104,17 @@ def lint_piece(
         str(piece.path.relative_to(root)) if piece.path.is_relative_to(root) else str(piece.path)
     )
     raw = piece.path.read_text(encoding="utf-8")
-    front, body, body_line = split_front_matter(raw)
-    rendered = piece.render(variables)
+    _, body, body_line = split_front_matter(raw)
+    renders = [piece.render(variables, variant) for variant in range(piece.variants)]
+    rendered = renders[0]
     lines = raw.splitlines()
 
     def line_of(needle: str, default: int = 1) -> int:
         return next((i for i, text in enumerate(lines, start=1) if needle in text), default)
 
     subject_line = line_of("subject", 2)
-    for variant in range(piece.variants):
-        subject = piece.render(variables, variant).subject
+    for variant, each in enumerate(renders):
+        subject = each.subject
         which = f"subject {variant + 1}" if piece.variants > 1 else "the subject"
         if not subject.strip():
             yield Finding(display, subject_line, "error", f"{which} is empty")
@@ -164,7 +165,6 @@ def lint_piece(
                     "warning",
                     f"no contact has {field!r}: everyone gets the fallback",
                 )
-    del front
 
 
 def fields_in_use(session: Session, settings: Settings) -> dict[str, int]:

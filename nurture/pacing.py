@@ -251,15 +251,11 @@ def _rules(policy: Policy, zone: ZoneInfo) -> tuple[tuple[_Instant, ...], tuple[
 
 
 def _window(name: str, limit: int, window: timedelta, words: str, *, everyone: bool) -> _Instant:
-    if everyone:
-        return _Instant(
-            name,
-            lambda h, t: _after_window(t, h.everyone, limit, window),
-            lambda t: f"cap of {limit} {words} reached",
-        )
+    """A rolling-window cap on this person's sends, or on the whole sender's."""
+    field = "everyone" if everyone else "sent"
     return _Instant(
         name,
-        lambda h, t: _after_window(t, h.sent, limit, window),
+        lambda h, t: _after_window(t, getattr(h, field), limit, window),
         lambda t: f"cap of {limit} {words} reached",
     )
 

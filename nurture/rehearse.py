@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import heapq
 import tempfile
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nurture.clock import FixedClock
 from nurture.config import Strict, TimeZoneName
 from nurture.db import sessions
-from nurture.decisions import ACTIVE
+from nurture.drive import Action, Sent, drive
 from nurture.feedback import record_event, upsert_contact
 from nurture.models import Contact, Deferral, Enrollment, Event, Message, ScoreChange, StageMove
 from nurture.runtime import open_runtime
@@ -26,7 +25,7 @@ from nurture.yamlfile import parse_yaml, validate
 EMAIL = "persona@rehearsal.example"
 
 
-class Action(Strict):
+class PersonaAction(Strict):
     day: int = Field(ge=1, description="Day of the rehearsal (1 is the first).")
     at: str = Field(default="10:00", pattern=r"^\d{1,2}:\d{2}$", description="Local time.")
     event: str
@@ -47,15 +46,7 @@ class Persona(Strict):
     days: int = Field(default=30, ge=1, le=365)
     opens: Literal["every", "never"] = "every"
     clicks: Literal["every", "never", "evaluation", "decision"] = "never"
-    actions: list[Action] = Field(default_factory=list)
-
-
-@dataclass(order=True)
-class _Due:
-    at: datetime
-    seq: int
-    kind: str = field(compare=False)
-    properties: dict[str, Any] = field(compare=False, default_factory=dict)
+    actions: list[PersonaAction] = Field(default_factory=list)
 
 
 def load_persona(path: Path) -> Persona:
@@ -86,69 +77,47 @@ def rehearse(root: Path, persona: Persona) -> list[str]:
                 consent_source="rehearsal",
             )
             record_event(session, runtime.project, EMAIL, persona.enters_with, start)
-        queue: list[_Due] = []
-        for number, action in enumerate(persona.actions):
+        actions = []
+        for action in persona.actions:
             hour, minute = (int(part) for part in action.at.split(":"))
             local = (wall + timedelta(days=action.day - 1)).replace(hour=hour, minute=minute)
-            heapq.heappush(
-                queue,
-                _Due(
+            actions.append(
+                Action(
                     local.replace(tzinfo=zone).astimezone(UTC),
-                    number,
-                    action.event,
-                    action.properties,
-                ),
-            )
-        seen, sequence = 0, len(queue)
-        while True:
-            with make() as session:
-                due = session.scalar(
-                    select(func.min(Enrollment.due_at)).where(Enrollment.status == ACTIVE)
+                    email=EMAIL,
+                    kind=action.event,
+                    properties=action.properties,
                 )
-            moments = [t for t in (due, queue[0].at if queue else None) if t is not None]
-            if not moments:
-                break
-            now = max(min(moments), clock.now())
-            if now > end:
-                break
-            clock.set(now)
-            while queue and queue[0].at <= now:
-                item = heapq.heappop(queue)
-                with make.begin() as session:
-                    record_event(
-                        session, runtime.project, EMAIL, item.kind, now, properties=item.properties
+            )
+
+        def perform(session: Session, action: Action, now: datetime) -> None:
+            record_event(
+                session, runtime.project, EMAIL, action.kind, now, properties=action.properties
+            )
+
+        def react(sent: Sent) -> list[Action]:
+            reactions = []
+            if persona.opens == "every":
+                reactions.append(
+                    Action(
+                        sent.sent_at + timedelta(hours=1),
+                        email=EMAIL,
+                        kind="email_opened",
+                        properties={"message_id": sent.id},
                     )
-            runtime.dispatcher.tick()
-            with make() as session:
-                fresh = session.execute(
-                    select(Message.id, Message.phase, Message.sent_at)
-                    .where(Message.id > seen)
-                    .order_by(Message.id)
-                ).all()
-            for message_id, phase, sent_at in fresh:
-                seen = message_id
-                sequence += 2
-                if persona.opens == "every":
-                    heapq.heappush(
-                        queue,
-                        _Due(
-                            sent_at + timedelta(hours=1),
-                            sequence,
-                            "email_opened",
-                            {"message_id": message_id},
-                        ),
+                )
+            if persona.clicks in ("every", sent.phase):
+                reactions.append(
+                    Action(
+                        sent.sent_at + timedelta(hours=1, minutes=5),
+                        email=EMAIL,
+                        kind="email_clicked",
+                        properties={"message_id": sent.id},
                     )
-                if persona.clicks == "every" or persona.clicks == phase:
-                    heapq.heappush(
-                        queue,
-                        _Due(
-                            sent_at + timedelta(hours=1, minutes=5),
-                            sequence + 1,
-                            "email_clicked",
-                            {"message_id": message_id},
-                        ),
-                    )
-            clock.set(now + timedelta(minutes=1))
+                )
+            return reactions
+
+        drive(runtime, clock, actions, end, perform, react)
         lines = _timeline(make, zone, start, persona)
         runtime.database.dispose()
     return lines

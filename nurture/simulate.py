@@ -9,11 +9,9 @@ engine does.
 
 from __future__ import annotations
 
-import heapq
 import json
 import random
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,9 +22,9 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from nurture.audit import load_records, violations
 from nurture.clock import FixedClock
 from nurture.db import sessions
-from nurture.decisions import ACTIVE
+from nurture.drive import Action, Sent, drive
 from nurture.feedback import record_event, upsert_contact
-from nurture.models import Contact, Enrollment, Event, Message
+from nurture.models import Contact, Event, Message
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import NullTransport, Transport
 
@@ -115,15 +113,6 @@ PERSONAS = (
 )
 
 
-@dataclass(order=True)
-class _Action:
-    at: datetime
-    seq: int
-    email: str = field(compare=False)
-    kind: str = field(compare=False)
-    properties: dict[str, Any] = field(compare=False, default_factory=dict)
-
-
 @dataclass
 class Result:
     days: int
@@ -156,54 +145,23 @@ def simulate(
     rng = random.Random(seed)
     people = _population(rng, contacts, start, days)
     personas = {p["email"]: p["persona"] for p in people}
-    queue: list[_Action] = []
-    sequence = 0
-    for person in people:
-        sequence += 1
-        heapq.heappush(
-            queue,
-            _Action(
-                person["arrives"],
-                sequence,
-                person["email"],
-                "arrive",
-                {"profile": person["profile"], "via": person["via"]},
-            ),
+    arrivals = [
+        Action(
+            person["arrives"],
+            email=person["email"],
+            kind="arrive",
+            properties={"profile": person["profile"], "via": person["via"]},
         )
-    end = start + timedelta(days=days)
-    last_message = 0
-    deferrals: Counter[str] = Counter()
-    make_session = sessions(runtime.database)
-    while True:
-        next_due = _next_due(runtime)
-        next_action = queue[0].at if queue else None
-        moments = [t for t in (next_due, next_action) if t is not None]
-        if not moments:
-            break
-        now = max(min(moments), clock.now())
-        if now > end:
-            break
-        clock.set(now)
-        with make_session.begin() as session:
-            while queue and queue[0].at <= now:
-                action = heapq.heappop(queue)
-                _perform(session, runtime, action, now)
-        report = runtime.dispatcher.tick()
-        deferrals.update(report.deferral_reasons)
-        with make_session() as session:
-            fresh = session.execute(
-                select(Message.id, Contact.email, Message.phase, Message.sent_at)
-                .join(Contact, Contact.id == Message.contact_id)
-                .where(Message.id > last_message)
-                .order_by(Message.id)
-            ).all()
-        for message_id, email, phase, sent_at in fresh:
-            last_message = message_id
-            for action in _react(rng, personas[email], email, message_id, phase, sent_at):
-                sequence += 1
-                action.seq = sequence
-                heapq.heappush(queue, action)
-        clock.set(now + timedelta(minutes=1))
+        for person in people
+    ]
+    deferrals = drive(
+        runtime,
+        clock,
+        arrivals,
+        start + timedelta(days=days),
+        lambda session, action, now: _perform(session, runtime, action, now),
+        lambda sent: _react(rng, personas[sent.email], sent),
+    )
     return _result(runtime, days, contacts, dict(deferrals), export)
 
 
@@ -244,7 +202,7 @@ def _population(rng: random.Random, count: int, start: datetime, days: int) -> l
     return people
 
 
-def _perform(session: Any, runtime: Runtime, action: _Action, now: datetime) -> None:
+def _perform(session: Session, runtime: Runtime, action: Action, now: datetime) -> None:
     project = runtime.project
     if action.kind == "arrive":
         upsert_contact(
@@ -260,16 +218,14 @@ def _perform(session: Any, runtime: Runtime, action: _Action, now: datetime) -> 
     record_event(session, project, action.email, action.kind, now, properties=action.properties)
 
 
-def _react(
-    rng: random.Random, persona: Persona, email: str, message_id: int, phase: str, sent_at: datetime
-) -> list[_Action]:
+def _react(rng: random.Random, persona: Persona, sent: Sent) -> list[Action]:
     actions = []
-    later = sent_at + timedelta(minutes=rng.randrange(20, 36 * 60))
+    message_id, phase = sent.id, sent.phase
+    later = sent.sent_at + timedelta(minutes=rng.randrange(20, 36 * 60))
 
     def add(kind: str, delay_minutes: int, **properties: Any) -> None:
-        actions.append(
-            _Action(later + timedelta(minutes=delay_minutes), 0, email, kind, properties)
-        )
+        at = later + timedelta(minutes=delay_minutes)
+        actions.append(Action(at, email=sent.email, kind=kind, properties=properties))
 
     if rng.random() < persona.unsubscribe:
         add("unsubscribed", 2, message_id=message_id)
@@ -292,13 +248,6 @@ def _react(
         if phase != "discovery" and rng.random() < persona.meeting:
             add("meeting_booked", 30, message_id=message_id)
     return actions
-
-
-def _next_due(runtime: Runtime) -> datetime | None:
-    with sessions(runtime.database)() as session:
-        return session.scalar(
-            select(func.min(Enrollment.due_at)).where(Enrollment.status == ACTIVE)
-        )
 
 
 def _counts(session: Session, column: InstrumentedAttribute[str]) -> dict[str, int]:

@@ -86,6 +86,13 @@ def props(**values: Any) -> Mapping[str, Any]:
     return values
 
 
+def with_transport(rt: Runtime, transport: Any) -> Any:
+    """A second dispatcher on the same project and database, delivering through `transport`."""
+    from nurture.engine import Dispatcher
+
+    return Dispatcher(rt.project, rt.database, transport, rt.clock, rt.links)
+
+
 def race(rt: Runtime, dispatchers: int = 4, batch_size: int = 25, ticks: int = 3) -> None:
     """Several dispatchers in threads, released at once, over the same due work."""
     import threading

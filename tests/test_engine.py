@@ -28,6 +28,7 @@ from tests.helpers import (
     parse_eml,
     race,
     sends_per,
+    with_transport,
 )
 
 PROFILE = {**BASE_PROFILE, "company": "Acme & Co"}
@@ -222,9 +223,7 @@ class CrashingTransport:
 
 def test_a_crash_after_reservation_never_resends(runtime: Runtime) -> None:
     add_contact(runtime, "ana@acme.example", **PROFILE)
-    crashing = Dispatcher(
-        runtime.project, runtime.database, CrashingTransport(), runtime.clock, runtime.links
-    )
+    crashing = with_transport(runtime, CrashingTransport())
     with pytest.raises(Crash):
         crashing.tick()
     (reserved,) = messages(runtime)
@@ -245,9 +244,7 @@ class FailingTransport:
 
 def test_a_transport_error_fails_the_message_and_is_recorded(runtime: Runtime) -> None:
     add_contact(runtime, "ana@acme.example", **PROFILE)
-    failing = Dispatcher(
-        runtime.project, runtime.database, FailingTransport(), runtime.clock, runtime.links
-    )
+    failing = with_transport(runtime, FailingTransport())
     report = failing.tick()
     assert (report.sent, report.failed) == (0, 1)
     (message,) = messages(runtime)
@@ -304,9 +301,7 @@ class DiesAfterReserving(Dispatcher):
 
 def test_reconcile_marks_unconfirmed_unknown_and_never_resends(runtime: Runtime) -> None:
     add_contact(runtime, "ana@acme.example", **PROFILE)
-    crashing = Dispatcher(
-        runtime.project, runtime.database, CrashingTransport(), runtime.clock, runtime.links
-    )
+    crashing = with_transport(runtime, CrashingTransport())
     with pytest.raises(Crash):
         crashing.tick()
     assert runtime.dispatcher.reconcile() == (0, 0)  # within the lease: left alone
@@ -348,9 +343,7 @@ def test_a_person_settles_unknown_messages(runtime: Runtime, project_dir: Path) 
 
     for address in ("ana@acme.example", "bob@initech.example"):
         add_contact(runtime, address, **PROFILE)
-    crashing = Dispatcher(
-        runtime.project, runtime.database, CrashingTransport(), runtime.clock, runtime.links
-    )
+    crashing = with_transport(runtime, CrashingTransport())
     with pytest.raises(Crash):
         crashing.tick()
     advance(runtime, minutes=11)
