@@ -16,13 +16,24 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture.apikeys import create_key, revoke_key
 from nurture.clock import as_utc
 from nurture.contacts import normalize_email
 from nurture.content import sample_variables
 from nurture.db import make_engine, sessions, upgrade
-from nurture.feedback import Outcome, UnknownContact, record_event, set_caps, upsert_contact
+from nurture.feedback import (
+    Outcome,
+    UnknownContact,
+    move_stage,
+    record_event,
+    sales_outcome,
+    set_caps,
+    upsert_contact,
+)
 from nurture.feedback import suppress as suppress_address
-from nurture.models import Contact
+from nurture.imports import import_csv, write_rejects
+from nurture.jobs import run_periodic
+from nurture.models import ApiKey, Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.runtime import Runtime, database_url, open_runtime
@@ -220,9 +231,126 @@ def tick(obj: Context) -> None:
         f"{report.sent} sent, {report.deferred} deferred, {report.waiting} waiting, "
         f"{report.ended} ended, {report.failed} failed"
     )
+    done = run_periodic(runtime, runtime.clock.now())
+    if any(done.values()):
+        click.echo(", ".join(f"{name.replace('_', ' ')} {n}" for name, n in done.items() if n))
     if report.deferral_reasons:
         held = ", ".join(f"{rule} {n}" for rule, n in sorted(report.deferral_reasons.items()))
         click.echo(f"held by: {held}")
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--map",
+    "maps",
+    multiple=True,
+    metavar="COLUMN=FIELD",
+    help="Read COLUMN into FIELD (repeatable); COLUMN= leaves a column out.",
+)
+@click.option("--stage", help="Stage for the imported people (default: contact, no nurture).")
+@click.option("--source", help="Lead source for new contacts (e.g. salon-2026).")
+@click.option("--consent", help="Where and how these people gave consent.")
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the rejected rows (default: FILE.rejected.csv).",
+)
+@click.pass_obj
+def import_(
+    obj: Context,
+    file: Path,
+    maps: tuple[str, ...],
+    stage: str | None,
+    source: str | None,
+    consent: str | None,
+    rejects: Path | None,
+) -> None:
+    """Import contacts from a CSV file; bad rows are reported, the good rows kept.
+
+    nurture import salon.csv --map "E-mail=email" --map "Société=company" --source salon-2026
+    """
+    runtime = obj.runtime()
+    explicit = {}
+    for item in maps:
+        column, sep, target = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: write COLUMN=FIELD", param_hint="--map")
+        explicit[column] = target
+    with file.open("rb") as handle:
+        total = sum(1 for _ in handle) - 1
+    try:
+        with click.progressbar(length=max(total, 0), label="importing", file=sys.stderr) as bar:
+            report = import_csv(
+                runtime.project,
+                runtime.database,
+                file,
+                explicit,
+                runtime.clock.now(),
+                stage=stage,
+                source=source,
+                consent=consent,
+                progress=bar.update,
+            )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for column in report.ignored_columns:
+        click.echo(f"column {column!r} ignored: not a field (use --map {column!r}=FIELD)")
+    click.echo(
+        f"{report.created} created, {report.updated} updated, "
+        f"{report.merged} duplicate rows merged, {len(report.rejected)} rejected"
+    )
+    if report.rejected:
+        out = rejects or file.with_suffix(".rejected.csv")
+        write_rejects(out, report.columns, report.rejected)
+        for bad in report.rejected[:10]:
+            click.echo(f"  line {bad.line}: {bad.reason}")
+        click.echo(f"rejected rows with their reasons: {out}")
+
+
+@main.group()
+def apikey() -> None:
+    """API keys for /api/v1 (sent as Authorization: Bearer KEY)."""
+
+
+@apikey.command("create")
+@click.argument("name")
+@click.pass_obj
+def apikey_create(obj: Context, name: str) -> None:
+    """Create a key for NAME (the website, the CRM); it is printed once, never stored."""
+    runtime = obj.runtime()
+    try:
+        with sessions(runtime.database).begin() as session:
+            row, key = create_key(session, name, runtime.clock.now())
+            prefix = row.prefix
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(key)
+    click.echo(f"key {prefix}... for {name}: keep it now, it cannot be shown again", err=True)
+
+
+@apikey.command("list")
+@click.pass_obj
+def apikey_list(obj: Context) -> None:
+    """The keys: prefix, name, created, revoked."""
+    runtime = obj.runtime()
+    with sessions(runtime.database)() as session:
+        for row in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            revoked = f" revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else ""
+            click.echo(f"{row.prefix}...  {row.name}  created {row.created_at:%Y-%m-%d}{revoked}")
+
+
+@apikey.command("revoke")
+@click.argument("prefix")
+@click.pass_obj
+def apikey_revoke(obj: Context, prefix: str) -> None:
+    """Revoke the key that starts with PREFIX (as `apikey list` shows it)."""
+    runtime = obj.runtime()
+    with sessions(runtime.database).begin() as session:
+        count = revoke_key(session, prefix.removesuffix("..."), runtime.clock.now())
+    if not count:
+        raise click.ClickException(f"no live key starts with {prefix}")
+    click.echo(f"revoked {count} key(s)")
 
 
 @main.group()
@@ -269,6 +397,37 @@ def contact_add(
             now,
             stage=stage,
             consent_source=consent_source,
+        ),
+    )
+
+
+@contact.command("stage")
+@click.argument("email")
+@click.argument("stage")
+@click.option("--reason", required=True, help="Why (kept in the stage history).")
+@click.pass_obj
+def contact_stage(obj: Context, email: str, stage: str, reason: str) -> None:
+    """Move a contact to a stage by hand, up or down: nurture contact stage ana@acme.com lead
+    --reason "no budget this year" """
+    runtime = obj.runtime()
+    _report(
+        runtime,
+        lambda session, now: move_stage(session, runtime.project, email, stage, reason, now),
+    )
+
+
+@contact.command("sales")
+@click.argument("email")
+@click.argument("outcome", type=click.Choice(["accepted", "rejected"]))
+@click.option("--reason", default="", help="Why (required for a rejection).")
+@click.pass_obj
+def contact_sales(obj: Context, email: str, outcome: str, reason: str) -> None:
+    """Sales accepts a handed-off lead, or rejects it (it goes back to nurture)."""
+    runtime = obj.runtime()
+    _report(
+        runtime,
+        lambda session, now: sales_outcome(
+            session, runtime.project, email, outcome == "accepted", reason, now
         ),
     )
 

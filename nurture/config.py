@@ -29,7 +29,16 @@ from nurture.yamlfile import Document, parse_yaml, validate
 
 #: Event kinds the engine itself records; projects declare the others under `events:`.
 BUILTIN_EVENTS = frozenset(
-    {"email_opened", "email_clicked", "unsubscribed", "hard_bounced", "soft_bounced", "complained"}
+    {
+        "email_opened",
+        "email_clicked",
+        "unsubscribed",
+        "hard_bounced",
+        "soft_bounced",
+        "complained",
+        "sales_accepted",
+        "sales_rejected",
+    }
 )
 #: Events after which no marketing email may go to the person, ever.
 SUPPRESSING_EVENTS = frozenset({"unsubscribed", "hard_bounced", "complained"})
@@ -49,7 +58,10 @@ PROFILE_FIELDS = (
     "timezone",
     "language",
     "source",
+    "owner",
 )
+#: Profile fields a form, an import or the API may set (the address is the key, not a field).
+EDITABLE_FIELDS = tuple(name for name in PROFILE_FIELDS if name not in ("email", "email_domain"))
 FIRST_STAGE = "contact"
 DISQUALIFIED = "disqualified"
 
@@ -180,11 +192,37 @@ class FitRule(Strict):
     points: float
 
 
+class StepDecay(Strict):
+    """Engagement loses `percent` at each period boundary (multiples of `every` since
+    2001-01-01 00:00 UTC, a Monday: `every: 7d` falls on Mondays, `1d` at midnight UTC)."""
+
+    percent: float = Field(gt=0, le=100)
+    every: Duration
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("the period must be longer than zero")
+        return value
+
+
 class Engagement(Strict):
     half_life: Duration | None = Field(
         default=None, description="Engagement halves over this period (none: no decay)."
     )
+    decay: StepDecay | None = Field(
+        default=None, description="Or: lose a percentage at each period (HubSpot's way)."
+    )
     rules: list[EngagementRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_decay(self) -> Engagement:
+        if self.half_life is not None and self.decay is not None:
+            raise ValueError("choose half_life or decay, not both")
+        if self.half_life is not None and self.half_life <= timedelta(0):
+            raise ValueError("half_life must be longer than zero")
+        return self
 
 
 class Scoring(Strict):
@@ -361,6 +399,77 @@ class Webhooks(Strict):
     ses_topic_arn: str | None = Field(default=None, description="The SNS topic allowed to post.")
 
 
+class Form(Strict):
+    """An HTML form posting to `/f/<name>`: which fields it may set, and what it records."""
+
+    fields: list[str] = Field(
+        default_factory=lambda: ["first_name", "last_name", "company"],
+        description="Profile or custom fields the form may set (email is always read).",
+    )
+    required: list[str] = Field(default_factory=list, description="Fields that may not be empty.")
+    event: EventKind = Field(default="form_submitted", description="Recorded when it counts.")
+    consent_text: str = Field(
+        min_length=1, description="The consent sentence shown beside the form, kept as shown."
+    )
+    legal_basis: str = Field(default="consent")
+    double_opt_in: bool = Field(
+        default=False, description="Send a confirmation email; record the event on confirming."
+    )
+    confirm_subject: str = "Please confirm your subscription"
+    thank_you: str = Field(pattern=r"^https?://", description="Where the browser goes next.")
+    honeypot: str = Field(
+        default="website", description="A hidden field people leave empty and bots fill."
+    )
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> Form:
+        missing = set(self.required) - {"email", *self.fields}
+        if missing:
+            raise ValueError(f"required field {', '.join(sorted(missing))} is not in fields")
+        return self
+
+
+class Handoff(Strict):
+    """What reaching the hand-off stage does: tell sales, and stop marketing's nurture."""
+
+    stage: StageName = Field(default="sql")
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    webhook_secret: str | None = Field(
+        default=None,
+        description="HMAC-SHA256 key for the X-Nurture-Signature header; "
+        "NURTURE_HANDOFF_SECRET overrides it. Required with webhook_url.",
+    )
+    notify_owner: bool = Field(
+        default=True, description="Email the contact's owner (or `notify` when none)."
+    )
+    notify: str | None = Field(
+        default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Sales inbox."
+    )
+    end_nurture: bool = Field(
+        default=True,
+        description="Reaching the stage ends every nurture workflow (a goal); false keeps "
+        "the stage's content going until sales accepts (sales_accepted as a goal).",
+    )
+    stale_after: Duration | None = Field(
+        default=timedelta(days=14),
+        description="A hand-off sales has neither accepted nor rejected by then is recycled.",
+    )
+    recycle_to: StageName | None = Field(
+        default=None,
+        description="Stage a rejected or stale lead goes back to (default: the "
+        "stage below the hand-off stage).",
+    )
+    retries: int = Field(default=8, ge=0, le=20, description="Webhook tries after the first.")
+    retry_backoff: Duration = Field(
+        default=timedelta(minutes=1), description="First wait; doubles after each failure."
+    )
+
+
+class Source(Strict):
+    label: str | None = None
+    cost: float = Field(default=0, ge=0, description="What the source cost, in `currency`.")
+
+
 class Settings(Strict):
     sender: Sender
     base_url: str = Field(
@@ -390,6 +499,12 @@ class Settings(Strict):
     account_pause: AccountPause = AccountPause()
     delivery: Delivery = Delivery()
     webhooks: Webhooks = Webhooks()
+    forms: dict[str, Form] = Field(default_factory=dict, description="Lead-capture forms.")
+    handoff: Handoff | None = Field(default=None, description="Hand-off to sales; none: off.")
+    sources: dict[str, Source] = Field(
+        default_factory=dict, description="Lead sources and what each cost."
+    )
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
 
     @field_validator("events", "custom_fields")
     @classmethod
@@ -421,7 +536,29 @@ class Settings(Strict):
                 last_rank = phase_rank(stage.phase)
             if stage.name == "lead" and stage.phase not in (None, "discovery"):
                 raise ValueError("stage lead may only receive discovery content")
+        for name in self.forms:
+            if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
+                raise ValueError(f"form name {name!r} must be lower-case letters, digits, - or _")
+        for name, form in self.forms.items():
+            unknown = set(form.fields) - set(EDITABLE_FIELDS) - set(self.custom_fields)
+            if unknown:
+                raise ValueError(f"forms.{name}: unknown field {', '.join(sorted(unknown))}")
+        if self.handoff is not None:
+            if self.handoff.stage not in names:
+                raise ValueError(f"handoff.stage: unknown stage {self.handoff.stage!r}")
+            if names.index(self.handoff.stage) == 0 and self.handoff.recycle_to is None:
+                raise ValueError("handoff.recycle_to: say which stage a recycled lead goes to")
         return self
+
+    @property
+    def recycle_stage(self) -> str | None:
+        """Where a rejected or stale hand-off goes: recycle_to, or the stage below."""
+        if self.handoff is None:
+            return None
+        if self.handoff.recycle_to is not None:
+            return self.handoff.recycle_to
+        names = [s.name for s in self.stages]
+        return names[names.index(self.handoff.stage) - 1]
 
     @property
     def event_kinds(self) -> frozenset[str]:

@@ -27,6 +27,7 @@ EDITABLE = {
     "timezone": str,
     "language": str,
     "source": str,
+    "owner": str,
 }
 
 
@@ -109,6 +110,11 @@ def clean_profile(
         profile["country"] = profile["country"].upper()
         if len(profile["country"]) != 2:
             raise ValueError(f"country: {profile['country']!r} is not a two-letter ISO code")
+    if "owner" in profile:
+        try:
+            profile["owner"] = normalize_email(profile["owner"])
+        except ValueError:
+            raise ValueError(f"owner: {profile['owner']!r} is not an email address") from None
     if "seniority" in profile:
         profile["seniority"] = profile["seniority"].lower().replace("-", "_").replace(" ", "_")
     return profile, custom
@@ -176,5 +182,4 @@ def condition_variables(
 
 
 def current_engagement(contact: ContactLike, settings: Settings, now: datetime) -> float:
-    half_life = settings.scoring.engagement.half_life
-    return decayed(contact.engagement, contact.engagement_at, now, half_life)
+    return decayed(contact.engagement, contact.engagement_at, now, settings.scoring.engagement)[0]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -82,3 +83,22 @@ def alembic_config(engine: Engine | None = None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` with the Alembic migrations."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def claim_due(
+    session: Session, model: Any, status: str, now: datetime, lease: timedelta, limit: int
+) -> list[Any]:
+    """Rows of `model` in `status` whose `next_attempt_at` has come, pushed `lease` ahead so
+    no other worker takes them while this one works (a dead worker's rows come back)."""
+    rows = list(
+        session.scalars(
+            select(model)
+            .where(model.status == status, model.next_attempt_at <= now)
+            .order_by(model.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for row in rows:
+        row.next_attempt_at = now + lease
+    return rows

@@ -28,7 +28,18 @@ from nurture.contacts import ContactLike, condition_variables, profile, zone_of
 from nurture.db import is_sqlite, write_transaction
 from nurture.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
 from nurture.feedback import suppress
-from nurture.models import Contact, Deferral, Enrollment, Message, Suppression
+from nurture.models import (
+    FAILED,
+    QUEUED,
+    SENDING,
+    SENT,
+    UNKNOWN,
+    Contact,
+    Deferral,
+    Enrollment,
+    Message,
+    Suppression,
+)
 from nurture.pacing import Policy
 from nurture.planner import Send
 from nurture.project import Project
@@ -57,7 +68,6 @@ _UPDATE_ENROLLMENT = (
     )
 )
 
-QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
 #: Message states that count against caps: everything that may have reached the person.
 COUNTED = (QUEUED, SENDING, SENT, UNKNOWN)
 HARD_BOUNCE = "hard bounce:"

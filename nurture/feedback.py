@@ -27,20 +27,27 @@ from nurture.contacts import (
 )
 from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
 from nurture.models import (
+    CANCELLED,
+    QUEUED,
     Contact,
     Enrollment,
     Event,
+    Handoff,
+    Message,
     ProviderEvent,
     ScoreChange,
     StageMove,
     Suppression,
 )
+from nurture.notices import queue_notice
 from nurture.project import Project
 from nurture.providers import Feedback
 from nurture.scoring import Change, engagement_changes, fit_score
 from nurture.stages import Move, next_stage
 
 OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
+#: Hand-off webhook states: pending (to post), delivered, failed (gave up), off (no webhook).
+PENDING, DELIVERED, GAVE_UP, OFF = "pending", "delivered", "failed", "off"
 
 
 class UnknownContact(LookupError):
@@ -57,6 +64,7 @@ class Outcome:
     moves: list[Move] = field(default_factory=list)
     enrolled: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
+    duplicate: bool = False
 
 
 def upsert_contact(
@@ -149,7 +157,7 @@ def record_event(
             )
         )
         if existing is not None:
-            return Outcome(contact, existing)
+            return Outcome(contact, existing, duplicate=True)
     event = Event(
         contact_id=contact.id,
         kind=kind,
@@ -361,18 +369,149 @@ def _move(
             event_id=event.id if event else None,
         )
     )
+    settings = project.settings
+    names = settings.stage_names
+    upward = names.index(move.to_stage) > names.index(contact.stage)
     contact.stage, contact.stage_since = move.to_stage, now
     outcome.moves.append(move)
-    if move.to_stage in project.settings.account_pause.stages:
+    phase = settings.phase_of(move.to_stage)
+    session.execute(
+        update(Message)
+        .where(
+            Message.contact_id == contact.id,
+            Message.status == QUEUED,
+            Message.phase != (phase or ""),
+        )
+        .values(status=CANCELLED, error=f"stage moved to {move.to_stage} before it went")
+    )
+    if move.to_stage in settings.account_pause.stages:
         _hold_account(session, project, contact, f"{contact.email} reached {move.to_stage}", now)
+    handoff = settings.handoff
+    handed_off = handoff is not None and upward and move.to_stage == handoff.stage
+    if handed_off:
+        _hand_off(session, project, contact, move, now)
+    if not upward and move.to_stage == settings.recycle_stage:
+        _reopen(session, contact.id, now)
     for enrollment in _open_enrollments(session, contact.id):
         workflow = project.workflows.get(enrollment.workflow)
-        if move.to_stage == DISQUALIFIED:
+        if handed_off and handoff is not None and handoff.end_nurture:
+            _end(enrollment, COMPLETED, "goal: handed off to sales", now, outcome)
+        elif move.to_stage == DISQUALIFIED:
             _end(enrollment, EXITED, f"disqualified: {move.reason}", now, outcome)
         elif workflow is not None and move.to_stage in workflow.goals.stages:
             _end(enrollment, COMPLETED, f"goal: reached stage {move.to_stage}", now, outcome)
         elif enrollment.status != PAUSED:
             enrollment.status, enrollment.due_at, enrollment.hold_reason = ACTIVE, now, None
+
+
+def sales_outcome(
+    session: Session,
+    project: Project,
+    email: str,
+    accepted: bool,
+    reason: str,
+    now: datetime,
+) -> Outcome:
+    """Sales accepts a handed-off lead (it is being worked) or rejects it (recycled)."""
+    settings = project.settings
+    if settings.handoff is None:
+        raise ValueError("handoff: no hand-off is configured in nurture.yaml")
+    if not accepted and not reason.strip():
+        raise ValueError("reason: say why sales rejects the lead")
+    kind = "sales_accepted" if accepted else "sales_rejected"
+    outcome = record_event(session, project, email, kind, now, properties={"reason": reason})
+    contact = outcome.contact
+    open_handoff = session.scalar(
+        select(Handoff)
+        .where(Handoff.contact_id == contact.id, Handoff.outcome.is_(None))
+        .order_by(Handoff.id.desc())
+    )
+    if open_handoff is not None:
+        open_handoff.outcome = "accepted" if accepted else "rejected"
+        open_handoff.outcome_at, open_handoff.outcome_reason = now, reason or None
+    recycle = settings.recycle_stage
+    if not accepted and recycle is not None and contact.stage == settings.handoff.stage:
+        move = Move(recycle, f"rejected by sales: {reason}")
+        _move(session, project, contact, move, now, outcome.event, outcome)
+        _enroll(session, project, contact, now, None, outcome)
+    return outcome
+
+
+def recycle_stale(session: Session, project: Project, now: datetime, limit: int = 500) -> int:
+    """Recycle hand-offs sales neither accepted nor rejected within `stale_after`."""
+    handoff = project.settings.handoff
+    recycle = project.settings.recycle_stage
+    if handoff is None or handoff.stale_after is None or recycle is None:
+        return 0
+    stale = session.execute(
+        select(Handoff, Contact)
+        .join(Contact, Contact.id == Handoff.contact_id)
+        .where(Handoff.outcome.is_(None), Handoff.created_at <= now - handoff.stale_after)
+        .order_by(Handoff.created_at)
+        .limit(limit)
+    ).all()
+    for row, contact in stale:
+        days = handoff.stale_after.days
+        row.outcome, row.outcome_at = "stale", now
+        if contact.stage != handoff.stage:
+            row.outcome_reason = f"contact moved on to {contact.stage}"
+            continue
+        row.outcome_reason = f"not worked by sales within {days} days"
+        outcome = Outcome(contact)
+        move = Move(recycle, f"stale {handoff.stage}: not worked by sales within {days} days")
+        _move(session, project, contact, move, now, None, outcome)
+        _enroll(session, project, contact, now, None, outcome)
+    return len(stale)
+
+
+def _hand_off(
+    session: Session, project: Project, contact: Contact, move: Move, now: datetime
+) -> None:
+    """Queue the webhook and the note to the owner; both leave after this transaction."""
+    handoff = project.settings.handoff
+    assert handoff is not None
+    session.flush()
+    session.add(
+        Handoff(
+            contact_id=contact.id,
+            stage=move.to_stage,
+            reason=move.reason,
+            created_at=now,
+            status=PENDING if handoff.webhook_url else OFF,
+            attempts=0,
+            next_attempt_at=now if handoff.webhook_url else None,
+        )
+    )
+    owner = contact.owner or handoff.notify
+    if handoff.notify_owner and owner:
+        name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or contact.email
+        company = f" ({contact.company})" if contact.company else ""
+        after = (
+            "Marketing's nurture for this person has ended."
+            if handoff.end_nurture
+            else "Marketing keeps sending decision content until you accept the lead."
+        )
+        engagement = current_engagement(contact, project.settings, now)
+        queue_notice(
+            session,
+            "handoff",
+            owner,
+            f"New {move.to_stage.upper()}: {name}{company}",
+            f"{name}{company} <{contact.email}> reached {move.to_stage}.\n\n"
+            f"Why: {move.reason}\n"
+            f"Fit {contact.fit:g}, engagement {engagement:.0f}.\n\n{after}\n",
+            now,
+            contact.id,
+        )
+
+
+def _reopen(session: Session, contact_id: int, now: datetime) -> None:
+    """A recycled person goes back into the nurture that their earlier progress ended."""
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.contact_id == contact_id, Enrollment.status == COMPLETED)
+        .values(status=ACTIVE, due_at=now, ended_at=None, end_reason=None, hold_reason=None)
+    )
 
 
 def _wake(session: Session, contact_id: int, now: datetime) -> None:

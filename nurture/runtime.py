@@ -11,7 +11,9 @@ from sqlalchemy import Engine as Database
 from nurture.clock import Clock, SystemClock
 from nurture.db import make_engine, sqlite_url, upgrade
 from nurture.engine import Dispatcher
+from nurture.handoffs import SECRET_ENV, handoff_secret
 from nurture.keys import secret_key
+from nurture.problems import Problem, ProjectError
 from nurture.project import Project, load_project
 from nurture.tracking import Links
 from nurture.transport import MimeBuilder, OutboxTransport, SmtpTransport, Transport
@@ -65,6 +67,18 @@ def open_runtime(
     migrate: bool = True,
 ) -> Runtime:
     project = load_project(root)
+    handoff = project.settings.handoff
+    if handoff is not None and handoff.webhook_url and not handoff_secret(handoff):
+        raise ProjectError(
+            [
+                Problem(
+                    "nurture.yaml",
+                    None,
+                    f"handoff.webhook_secret: required with webhook_url; set {SECRET_ENV} "
+                    "(or webhook_secret) to the key the receiver checks signatures with",
+                )
+            ]
+        )
     engine = make_engine(database_url(project, database))
     if migrate:
         upgrade(engine)

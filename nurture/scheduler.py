@@ -8,6 +8,9 @@ from datetime import UTC
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from nurture import jobs
+from nurture.handoffs import deliver_handoffs
+from nurture.notices import deliver_notices
 from nurture.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,29 @@ def reconcile_job(runtime: Runtime) -> None:
     unknown, late = runtime.dispatcher.reconcile()
     if unknown or late:
         log.warning("reconcile: %d messages unknown after a stop, %d delivered late", unknown, late)
+
+
+def outgoing_job(runtime: Runtime) -> None:
+    """Hand-off webhooks and system notices that are due."""
+    now = runtime.clock.now()
+    delivered, failed = deliver_handoffs(runtime.project, runtime.database, now)
+    notices = deliver_notices(runtime.database, runtime.dispatcher.transport, now)
+    if delivered or failed or notices:
+        log.info("hand-offs: %d delivered, %d failed; notices: %d", delivered, failed, notices)
+
+
+def decay_job(runtime: Runtime) -> None:
+    with jobs.cluster_once(runtime.database, "decay") as mine:
+        if mine:
+            log.info("decay: %d scores rewritten", jobs.decay_scores(runtime, runtime.clock.now()))
+
+
+def recycle_job(runtime: Runtime) -> None:
+    with jobs.cluster_once(runtime.database, "recycle") as mine:
+        if mine:
+            count = jobs.recycle_job(runtime, runtime.clock.now())
+            if count:
+                log.info("hand-offs: %d stale ones recycled", count)
 
 
 def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
@@ -56,4 +82,18 @@ def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
         coalesce=True,
         next_run_time=runtime.clock.now(),
     )
+    for job, every, name in (
+        (outgoing_job, {"seconds": runtime.project.settings.tick_seconds}, "outgoing"),
+        (recycle_job, {"hours": 1}, "recycle"),
+        (decay_job, {"hours": 24}, "decay"),
+    ):
+        scheduler.add_job(
+            job,
+            IntervalTrigger(**every, timezone=UTC),
+            args=[runtime],
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=runtime.clock.now(),
+        )
     return scheduler

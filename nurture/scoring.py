@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from nurture import expressions
-from nurture.config import EngagementRule, FitRule
+from nurture.config import Engagement, EngagementRule, FitRule
+from nurture.durations import format_duration
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,43 @@ class Change:
     object_key: str | None = None
 
 
-def decayed(value: float, since: datetime, now: datetime, half_life: timedelta | None) -> float:
-    """Engagement `value` set at `since`, as it stands at `now` (exponential half-life)."""
-    if half_life is None or now <= since or value == 0:
-        return value
-    return float(value * 0.5 ** ((now - since) / half_life))
+#: Step decay counts its periods from here (a Monday), so weekly periods end on Mondays.
+DECAY_EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
+#: Engagement this close to zero is zero: decay never reaches it on its own.
+NEGLIGIBLE = 0.05
+
+
+def decayed(
+    value: float, since: datetime, now: datetime, rules: Engagement
+) -> tuple[float, datetime]:
+    """Engagement `value` stored at `since`, as it stands at `now`, and the instant that
+    value is exact at (store both and nothing is lost to rounding of periods).
+
+    Half-life: exponential, continuous. Step decay: `percent` off at every period boundary
+    passed in (since, now].
+    """
+    if now <= since or value == 0:
+        return value, since
+    if rules.half_life is not None:
+        result = value * 0.5 ** ((now - since) / rules.half_life)
+        return (0.0 if abs(result) < NEGLIGIBLE else float(result)), now
+    if rules.decay is not None:
+        every = rules.decay.every
+        passed = (now - DECAY_EPOCH) // every - (since - DECAY_EPOCH) // every
+        if passed <= 0:
+            return value, since
+        result = value * (1 - rules.decay.percent / 100) ** passed
+        anchor = DECAY_EPOCH + ((now - DECAY_EPOCH) // every) * every
+        return (0.0 if abs(result) < NEGLIGIBLE else float(result)), anchor
+    return value, since
+
+
+def decay_label(rules: Engagement) -> str:
+    if rules.half_life is not None:
+        return f"decay: half-life {format_duration(rules.half_life)}"
+    if rules.decay is not None:
+        return f"decay: -{rules.decay.percent:g}% every {format_duration(rules.decay.every)}"
+    return "no decay"
 
 
 def fit_score(rules: Sequence[FitRule], variables: Mapping[str, Any]) -> tuple[float, list[str]]:

@@ -33,6 +33,7 @@ class Links:
         )
         self._open = _Signer(secret, salt="nurture.open", digest_method=hashlib.sha256)
         self._click = _Signer(secret, salt="nurture.click", digest_method=hashlib.sha256)
+        self._confirm = _Signer(secret, salt="nurture.confirm", digest_method=hashlib.sha256)
         self.base_url = base_url.rstrip("/")
 
     def unsubscribe_url(self, message_key: str) -> str:
@@ -41,6 +42,14 @@ class Links:
     def unsubscribe_key(self, token: str) -> str | None:
         """The message a token belongs to, or None when it is forged or altered."""
         return _unsign(self._unsubscribe, token)
+
+    def confirm_url(self, consent_id: int) -> str:
+        """The double opt-in link for one consent record."""
+        return f"{self.base_url}/f/confirm/{self._confirm.sign(str(consent_id)).decode()}"
+
+    def confirm_id(self, token: str) -> int | None:
+        value = _unsign(self._confirm, token)
+        return int(value) if value is not None and value.isdigit() else None
 
     def open_url(self, message_key: str) -> str:
         return f"{self.base_url}/o/{self._open.sign(message_key).decode()}"

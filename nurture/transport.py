@@ -32,7 +32,7 @@ class Outgoing:
     subject: str
     html: str
     text: str
-    unsubscribe_url: str
+    unsubscribe_url: str | None
     sent_at: datetime
 
 
@@ -108,9 +108,15 @@ class MimeBuilder:
             ("Subject", _header(outgoing.subject)),
             ("Date", format_datetime(outgoing.sent_at)),
             ("Message-ID", message_id(outgoing.key, sender)),
-            ("List-Id", _header(self.list_id)),
-            ("List-Unsubscribe", f"<{outgoing.unsubscribe_url}>, <{mailto}>"),
-            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            *(
+                [
+                    ("List-Id", _header(self.list_id)),
+                    ("List-Unsubscribe", f"<{outgoing.unsubscribe_url}>, <{mailto}>"),
+                    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+                ]
+                if outgoing.unsubscribe_url is not None
+                else [("Auto-Submitted", "auto-generated")]
+            ),
             ("MIME-Version", "1.0"),
             ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
         ]

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from nurture.config import Disqualify, EngagementRule, FitRule, Settings
+from nurture.config import Disqualify, Engagement, EngagementRule, FitRule, Settings, StepDecay
 from nurture.project import load_project
 from nurture.scoring import decayed, engagement_changes, fit_score
 from nurture.stages import next_stage
@@ -129,12 +130,55 @@ def test_opens_score_nothing(settings: Settings) -> None:
 
 
 def test_decay_is_an_exact_half_life() -> None:
-    half_life = timedelta(days=30)
-    assert decayed(80, T0, T0 + timedelta(days=30), half_life) == pytest.approx(40)
-    assert decayed(80, T0, T0 + timedelta(days=60), half_life) == pytest.approx(20)
-    assert decayed(80, T0, T0 + timedelta(days=15), half_life) == pytest.approx(80 / 2**0.5)
-    assert decayed(80, T0, T0, half_life) == 80
-    assert decayed(80, T0, T0 + timedelta(days=365), None) == 80
+    rules = Engagement(half_life=timedelta(days=30))
+    assert decayed(80, T0, T0 + timedelta(days=30), rules) == (
+        pytest.approx(40),
+        T0 + timedelta(days=30),
+    )
+    assert decayed(80, T0, T0 + timedelta(days=60), rules)[0] == pytest.approx(20)
+    assert decayed(80, T0, T0 + timedelta(days=15), rules)[0] == pytest.approx(80 / 2**0.5)
+    assert decayed(80, T0, T0, rules) == (80, T0)
+    assert decayed(80, T0, T0 + timedelta(days=365), Engagement()) == (80, T0)
+    # Rewriting the stored value part-way changes nothing: 30 days then 30 days is 60 days.
+    middle, anchor = decayed(80, T0, T0 + timedelta(days=30), rules)
+    assert decayed(middle, anchor, T0 + timedelta(days=60), rules)[0] == pytest.approx(20)
+    # Near zero is zero, so decay ends.
+    assert decayed(1, T0, T0 + timedelta(days=300), rules)[0] == 0.0
+
+
+def test_step_decay_takes_its_percentage_at_each_period_boundary() -> None:
+    rules = Engagement(decay=StepDecay(percent=25, every=timedelta(days=7)))
+    monday = datetime(2026, 3, 2, tzinfo=UTC)  # a boundary: weekly periods end on Mondays
+    assert monday.weekday() == 0
+    friday = monday - timedelta(days=3)
+    assert decayed(100, friday, monday - timedelta(seconds=1), rules) == (100, friday)
+    assert decayed(100, friday, monday, rules) == (75, monday)
+    assert decayed(100, friday, monday + timedelta(days=6), rules) == (75, monday)
+    assert decayed(100, friday, monday + timedelta(days=7), rules) == (
+        pytest.approx(56.25),
+        monday + timedelta(days=7),
+    )
+    # Stored at the anchor and read later, it is what one read over the whole span gives.
+    value, anchor = decayed(100, friday, monday + timedelta(days=1), rules)
+    assert decayed(value, anchor, monday + timedelta(days=15), rules)[0] == pytest.approx(
+        100 * 0.75**3
+    )
+    assert decayed(100, friday, monday + timedelta(days=15), rules)[0] == pytest.approx(
+        100 * 0.75**3
+    )
+    # Negative engagement decays toward zero too.
+    assert decayed(-40, friday, monday, rules)[0] == -30
+
+
+def test_decay_settings_refuse_both_kinds_and_empty_periods() -> None:
+    with pytest.raises(ValidationError, match="half_life or decay"):
+        Engagement(
+            half_life=timedelta(days=3), decay=StepDecay(percent=10, every=timedelta(days=7))
+        )
+    with pytest.raises(ValidationError, match="longer than zero"):
+        StepDecay(percent=10, every=timedelta(0))
+    with pytest.raises(ValidationError):
+        StepDecay(percent=0, every=timedelta(days=1))
 
 
 def test_rules_are_data_not_code() -> None:

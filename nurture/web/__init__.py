@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from nurture.runtime import Runtime
 
 
 def create_app(runtime: Runtime) -> Flask:
     """The app serving tracking and unsubscribe links for one project runtime."""
-    from nurture.web import hooks, public
+    from nurture.web import api, forms, hooks, public
 
     app = Flask(__name__)
     app.config.update(
@@ -22,6 +23,19 @@ def create_app(runtime: Runtime) -> Flask:
     app.extensions["nurture"] = runtime
     app.register_blueprint(public.bp)
     app.register_blueprint(hooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(forms.bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response | HTTPException:
+        """JSON under /api/ (an unknown route, a wrong method); the usual page elsewhere."""
+        if request.path.startswith("/api/"):
+            return api.error_response(
+                exc.code or 500,
+                (exc.name or "error").lower().replace(" ", "_"),
+                exc.description or "",
+            )
+        return exc
 
     @app.get("/healthz")
     def health() -> Response:

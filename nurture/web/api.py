@@ -1,0 +1,417 @@
+"""The JSON API: events in (one or a batch), contacts in and out, sales outcomes.
+
+Every route but the OpenAPI description needs `Authorization: Bearer <key>` (keys from
+`nurture apikey create`). A 2xx answer means committed; a 4xx answer is JSON naming
+what is wrong, and nothing of the request was kept.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from importlib.metadata import version
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from nurture.accounts import rollup
+from nurture.apikeys import find_key
+from nurture.contacts import current_engagement, normalize_email, profile
+from nurture.db import write_transaction
+from nurture.feedback import move_stage, record_event, sales_outcome, upsert_contact
+from nurture.models import Contact, Enrollment, Event, Message, ScoreChange, StageMove
+from nurture.runtime import Runtime
+from nurture.web.schemas import (
+    MAX_BODY,
+    ContactIn,
+    EventBatch,
+    EventIn,
+    SalesIn,
+    StageIn,
+    openapi,
+)
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+M = TypeVar("M", bound=BaseModel)
+#: Events may be late (a queue drained after an outage) but not from the future.
+CLOCK_SKEW = timedelta(minutes=5)
+#: Kinds with their own route, so the hand-off record stays true.
+OWN_ROUTE = {"sales_accepted": "sales", "sales_rejected": "sales"}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, error: str, message: str, errors: list[dict[str, Any]]):
+        self.status, self.error, self.message, self.errors = status, error, message, errors
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["nurture"]
+    return runtime
+
+
+def error_response(
+    status: int, error: str, message: str, errors: list[dict[str, Any]] | None = None
+) -> Response:
+    body: dict[str, Any] = {"error": error, "message": message}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="nurture"'
+    return response
+
+
+@bp.errorhandler(Problem)
+def _problem(exc: Problem) -> Response:
+    return error_response(exc.status, exc.error, exc.message, exc.errors)
+
+
+@bp.errorhandler(HTTPException)
+def _http(exc: HTTPException) -> Response:
+    return http_error(exc)
+
+
+def http_error(exc: HTTPException) -> Response:
+    """A werkzeug error (unknown route, wrong method, body too large) as the API's JSON."""
+    code = exc.code or 500
+    if code == 413:
+        return error_response(413, "too_large", f"the body is over {MAX_BODY} bytes")
+    return error_response(
+        code, (exc.name or "error").lower().replace(" ", "_"), exc.description or ""
+    )
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    request.max_content_length = MAX_BODY
+    if request.endpoint == "api.description":
+        return None
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return error_response(401, "unauthorized", "send Authorization: Bearer <API key>")
+    runtime = _runtime()
+    with runtime.database.connect() as connection, Session(bind=connection) as session:
+        found = find_key(session, key.strip())
+    if found is None:
+        return error_response(401, "unauthorized", "this API key is not valid (or was revoked)")
+    g.api_key = found.name
+    return None
+
+
+@bp.get("/openapi.json")
+def description() -> Response:
+    return jsonify(
+        openapi(f"{_runtime().project.settings.sender.from_name} nurture API", version("nurture"))
+    )
+
+
+def _body() -> Any:
+    data = request.get_json(silent=True)
+    if data is None:
+        if request.content_length and request.content_length > MAX_BODY:
+            raise Problem(413, "too_large", f"the body is over {MAX_BODY} bytes", [])
+        raise Problem(
+            400, "bad_request", "expected a JSON body (Content-Type: application/json)", []
+        )
+    return data
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def _parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {
+                **(
+                    {"index": e["loc"][1]}
+                    if len(e["loc"]) > 1
+                    and e["loc"][0] == "events"
+                    and isinstance(e["loc"][1], int)
+                    else {}
+                ),
+                "field": _field(tuple(e["loc"])),
+                "message": e["msg"].removeprefix("Value error, "),
+            }
+            for e in exc.errors(include_url=False)
+        ]
+        raise Problem(422, "invalid", f"{len(errors)} field(s) are wrong", errors) from None
+
+
+def _check_events(events: list[EventIn], batch: bool, now: datetime) -> list[tuple[str, EventIn]]:
+    """Every event's normalized address; 422 listing each bad one (by index in a batch)."""
+    kinds = _runtime().project.settings.event_kinds
+    errors, out = [], []
+    for index, item in enumerate(events):
+        where = f"events[{index}]." if batch else ""
+        extra = {"index": index} if batch else {}
+        try:
+            address = normalize_email(item.email)
+        except ValueError as exc:
+            errors.append({**extra, "field": where + "email", "message": str(exc)})
+            address = ""
+        if item.kind not in kinds:
+            errors.append(
+                {
+                    **extra,
+                    "field": where + "kind",
+                    "message": f"unknown event kind {item.kind!r}; "
+                    "declare it under events: in nurture.yaml",
+                }
+            )
+        elif item.kind in OWN_ROUTE:
+            errors.append(
+                {
+                    **extra,
+                    "field": where + "kind",
+                    "message": f"{item.kind} is recorded with "
+                    "POST /api/v1/contacts/{email}/sales",
+                }
+            )
+        if item.time is not None and item.time > now + CLOCK_SKEW:
+            errors.append({**extra, "field": where + "time", "message": "is in the future"})
+        out.append((address, item))
+    if errors:
+        raise Problem(
+            422, "invalid", f"{len(errors)} event field(s) are wrong; nothing was recorded", errors
+        )
+    return out
+
+
+@bp.post("/events")
+def events() -> Response:
+    data = _body()
+    batch = isinstance(data, dict) and "events" in data
+    items = _parse(EventBatch, data).events if batch else [_parse(EventIn, data)]
+    runtime = _runtime()
+    now = runtime.clock.now()
+    checked = _check_events(items, batch, now)
+    results = []
+    with write_transaction(runtime.database) as session:
+        for address, item in checked:
+            if session.scalar(select(Contact.id).where(Contact.email == address)) is None:
+                upsert_contact(session, runtime.project, address, {"source": "api"}, now)
+            outcome = record_event(
+                session,
+                runtime.project,
+                address,
+                item.kind,
+                now,
+                occurred_at=item.time,
+                properties=item.properties,
+                client_event_id=item.id,
+            )
+            assert outcome.event is not None
+            results.append(
+                {
+                    "id": outcome.event.id,
+                    "duplicate": outcome.duplicate,
+                    "stage": outcome.contact.stage,
+                }
+            )
+    accepted = sum(1 for r in results if not r["duplicate"])
+    return jsonify(accepted=accepted, duplicates=len(results) - accepted, events=results)
+
+
+@bp.post("/contacts")
+def contacts() -> tuple[Response, int]:
+    item = _parse(ContactIn, _body())
+    runtime = _runtime()
+    now = runtime.clock.now()
+    try:
+        address = normalize_email(item.email)
+    except ValueError as exc:
+        raise Problem(422, "invalid", str(exc), [{"field": "email", "message": str(exc)}]) from None
+    with write_transaction(runtime.database) as session:
+        existed = session.scalar(select(Contact.id).where(Contact.email == address)) is not None
+        try:
+            outcome = upsert_contact(
+                session,
+                runtime.project,
+                address,
+                item.fields,
+                now,
+                stage=item.stage,
+                consent_source=item.consent,
+            )
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            name = "stage" if field == "stage" else f"fields.{field}"
+            raise Problem(
+                422, "invalid", str(exc), [{"field": name, "message": message or str(exc)}]
+            ) from None
+        body = contact_view(session, runtime, outcome.contact, now)
+    return jsonify(body), 200 if existed else 201
+
+
+@bp.get("/contacts/<path:email>")
+def contact(email: str) -> Response:
+    runtime = _runtime()
+    now = runtime.clock.now()
+    with runtime.database.connect() as connection, Session(bind=connection) as session:
+        found = _find(session, email)
+        return jsonify(contact_view(session, runtime, found, now))
+
+
+@bp.post("/contacts/<path:email>/sales")
+def sales(email: str) -> Response:
+    item = _parse(SalesIn, _body())
+    runtime = _runtime()
+    now = runtime.clock.now()
+    with write_transaction(runtime.database) as session:
+        found = _find(session, email)
+        try:
+            outcome = sales_outcome(
+                session, runtime.project, found.email, item.outcome == "accepted", item.reason, now
+            )
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise Problem(
+                422, "invalid", str(exc), [{"field": field, "message": message}]
+            ) from None
+        return jsonify(contact_view(session, runtime, outcome.contact, now))
+
+
+@bp.post("/contacts/<path:email>/stage")
+def stage(email: str) -> Response:
+    item = _parse(StageIn, _body())
+    runtime = _runtime()
+    now = runtime.clock.now()
+    with write_transaction(runtime.database) as session:
+        found = _find(session, email)
+        try:
+            outcome = move_stage(
+                session, runtime.project, found.email, item.stage, item.reason, now
+            )
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise Problem(
+                422, "invalid", str(exc), [{"field": field, "message": message}]
+            ) from None
+        return jsonify(contact_view(session, runtime, outcome.contact, now))
+
+
+@bp.get("/accounts/<path:account>")
+def account(account: str) -> Response:
+    runtime = _runtime()
+    now = runtime.clock.now()
+    with runtime.database.connect() as connection, Session(bind=connection) as session:
+        members = list(
+            session.scalars(select(Contact).where(Contact.account == account).order_by(Contact.id))
+        )
+        if not members:
+            raise Problem(404, "not_found", f"no account {account!r}", [])
+        score = rollup(members, runtime.project.settings, now)
+        return jsonify(
+            account=account,
+            people=score.people,
+            fit=score.fit,
+            engagement=round(score.engagement, 2),
+            stages=score.stages,
+            furthest_stage=score.furthest_stage,
+            contacts=[
+                {
+                    "email": m.email,
+                    "stage": m.stage,
+                    "fit": m.fit,
+                    "engagement": round(current_engagement(m, runtime.project.settings, now), 2),
+                }
+                for m in members[:200]
+            ],
+        )
+
+
+def _find(session: Session, email: str) -> Contact:
+    try:
+        address = normalize_email(email)
+    except ValueError:
+        raise Problem(404, "not_found", f"no contact {email!r}", []) from None
+    found = session.scalar(select(Contact).where(Contact.email == address))
+    if found is None:
+        raise Problem(404, "not_found", f"no contact {address}", [])
+    return found
+
+
+def contact_view(
+    session: Session, runtime: Runtime, contact: Contact, now: datetime, recent: int = 20
+) -> dict[str, Any]:
+    """A contact as the API shows it: profile, stage, scores as of now, recent history."""
+    settings = runtime.project.settings
+
+    def latest(model: Any, order: Any) -> list[Any]:
+        return list(
+            session.scalars(
+                select(model)
+                .where(model.contact_id == contact.id)
+                .order_by(order.desc(), model.id.desc())
+                .limit(recent)
+            )
+        )
+
+    return {
+        "id": contact.id,
+        **profile(contact, settings),
+        "custom": contact.custom or {},
+        "stage": contact.stage,
+        "stage_since": contact.stage_since.isoformat(),
+        "fit": contact.fit,
+        "engagement": round(current_engagement(contact, settings, now), 2),
+        "paused": contact.paused,
+        "consent": {
+            "source": contact.consent_source,
+            "at": contact.consent_at.isoformat() if contact.consent_at else None,
+        },
+        "created_at": contact.created_at.isoformat(),
+        "events": [
+            {
+                "id": e.id,
+                "kind": e.kind,
+                "at": e.occurred_at.isoformat(),
+                "properties": e.properties,
+            }
+            for e in latest(Event, Event.occurred_at)
+        ],
+        "score_changes": [
+            {
+                "at": c.at.isoformat(),
+                "axis": c.axis,
+                "points": c.points,
+                "value_after": round(c.value_after, 2),
+                "rule": c.rule,
+            }
+            for c in latest(ScoreChange, ScoreChange.at)
+        ],
+        "stage_moves": [
+            {"at": m.at.isoformat(), "from": m.from_stage, "to": m.to_stage, "reason": m.reason}
+            for m in latest(StageMove, StageMove.at)
+        ],
+        "messages": [
+            {
+                "content": m.content_id,
+                "phase": m.phase,
+                "status": m.status,
+                "subject": m.subject,
+                "at": m.sent_at.isoformat(),
+            }
+            for m in latest(Message, Message.sent_at)
+        ],
+        "enrollments": [
+            {
+                "workflow": e.workflow,
+                "status": e.status,
+                "due_at": e.due_at.isoformat() if e.due_at else None,
+                "end_reason": e.end_reason,
+            }
+            for e in session.scalars(select(Enrollment).where(Enrollment.contact_id == contact.id))
+        ],
+    }
