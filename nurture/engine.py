@@ -167,6 +167,12 @@ class Dispatcher:
         return int(getattr(result, "rowcount", 0) or 0)
 
     def dispatch_batch(self, now: datetime) -> Report:
+        batch = self.reserve(now)
+        self._deliver(batch)
+        return batch.report
+
+    def reserve(self, now: datetime) -> _Batch:
+        """The claim transaction: decide a batch and commit its messages as `queued`."""
         with write_transaction(self.database) as session:
             batch = self._decide(session, now)
             if batch.messages:
@@ -175,8 +181,7 @@ class Dispatcher:
                 session.execute(insert(Deferral), batch.deferrals)
             if batch.enrollments:
                 session.execute(_UPDATE_ENROLLMENT, batch.enrollments)
-        self._deliver(batch)
-        return batch.report
+        return batch
 
     def policy(self, workflow: str, contact_caps: dict[str, Any] | None) -> Policy:
         """Project caps, then the workflow's, then the contact's own (cached)."""
