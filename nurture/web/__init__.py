@@ -30,11 +30,7 @@ def create_app(runtime: Runtime) -> Flask:
     def http_error(exc: HTTPException) -> Response | HTTPException:
         """JSON under /api/ (an unknown route, a wrong method); the usual page elsewhere."""
         if request.path.startswith("/api/"):
-            return api.error_response(
-                exc.code or 500,
-                (exc.name or "error").lower().replace(" ", "_"),
-                exc.description or "",
-            )
+            return api.http_error(exc)
         return exc
 
     @app.get("/healthz")

@@ -79,10 +79,14 @@ def http_error(exc: HTTPException) -> Response:
     """A werkzeug error (unknown route, wrong method, body too large) as the API's JSON."""
     code = exc.code or 500
     if code == 413:
-        return error_response(413, "too_large", f"the body is over {MAX_BODY} bytes")
-    return error_response(
-        code, (exc.name or "error").lower().replace(" ", "_"), exc.description or ""
-    )
+        response = error_response(413, "too_large", f"the body is over {MAX_BODY} bytes")
+    else:
+        name = (exc.name or "error").lower().replace(" ", "_")
+        response = error_response(code, name, exc.description or "")
+    for header, value in exc.get_headers():
+        if header.lower() != "content-type":
+            response.headers[header] = value  # Allow, on a 405
+    return response
 
 
 @bp.before_request
@@ -104,8 +108,16 @@ def _authenticate() -> Response | None:
 
 @bp.get("/openapi.json")
 def description() -> Response:
-    return jsonify(
-        openapi(f"{_runtime().project.settings.sender.from_name} nurture API", version("nurture"))
+    return jsonify(api_description(_runtime()))
+
+
+def api_description(runtime: Runtime) -> dict[str, Any]:
+    settings = runtime.project.settings
+    return openapi(
+        f"{settings.sender.from_name} nurture API",
+        version("nurture"),
+        kinds=sorted(settings.event_kinds - set(OWN_ROUTE)),
+        stages=settings.stage_names,
     )
 
 
@@ -128,8 +140,11 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 
 def _parse(model: type[M], data: Any) -> M:
+    """`data` (the parsed body) checked strictly against `model`, from the raw JSON: no
+    number taken for a time, no string for a number."""
     try:
-        return model.model_validate(data)
+        del data  # parsed already, so the body is known to be JSON
+        return model.model_validate_json(request.get_data())
     except ValidationError as exc:
         errors = [
             {
@@ -254,7 +269,7 @@ def contacts() -> tuple[Response, int]:
     return jsonify(body), 200 if existed else 201
 
 
-@bp.get("/contacts/<path:email>")
+@bp.get("/contacts/<email>")
 def contact(email: str) -> Response:
     runtime = _runtime()
     now = runtime.clock.now()
@@ -263,7 +278,7 @@ def contact(email: str) -> Response:
         return jsonify(contact_view(session, runtime, found, now))
 
 
-@bp.post("/contacts/<path:email>/sales")
+@bp.post("/contacts/<email>/sales")
 def sales(email: str) -> Response:
     item = _parse(SalesIn, _body())
     runtime = _runtime()
@@ -282,7 +297,7 @@ def sales(email: str) -> Response:
         return jsonify(contact_view(session, runtime, outcome.contact, now))
 
 
-@bp.post("/contacts/<path:email>/stage")
+@bp.post("/contacts/<email>/stage")
 def stage(email: str) -> Response:
     item = _parse(StageIn, _body())
     runtime = _runtime()
@@ -301,7 +316,7 @@ def stage(email: str) -> Response:
         return jsonify(contact_view(session, runtime, outcome.contact, now))
 
 
-@bp.get("/accounts/<path:account>")
+@bp.get("/accounts/<account>")
 def account(account: str) -> Response:
     runtime = _runtime()
     now = runtime.clock.now()

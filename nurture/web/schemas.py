@@ -11,7 +11,7 @@ MAX_BODY = 8 * 1024 * 1024
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class EventIn(Body):
@@ -109,8 +109,11 @@ _EMAIL_PARAM = {
 _OBJECT = {"type": "object"}
 
 
-def openapi(title: str, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 description served at /api/v1/openapi.json."""
+def openapi(
+    title: str, version: str, kinds: list[str] | None = None, stages: list[str] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 description served at /api/v1/openapi.json, with the project's own
+    event kinds and stages as the values `kind` and `stage` may take."""
     models: dict[str, type[BaseModel]] = {
         "EventIn": EventIn,
         "EventBatch": EventBatch,
@@ -123,6 +126,18 @@ def openapi(title: str, version: str) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[name] = schema
+    email = {"format": "email"}
+    for name in ("EventIn", "ContactIn"):
+        schemas[name]["properties"]["email"].update(email)
+    if kinds is not None:
+        schemas["EventIn"]["properties"]["kind"]["enum"] = sorted(kinds)
+    if stages is not None:
+        schemas["StageIn"]["properties"]["stage"]["enum"] = list(stages)
+        schemas["ContactIn"]["properties"]["stage"] = {
+            "anyOf": [{"enum": list(stages)}, {"type": "null"}],
+            "default": None,
+            "description": "Set the stage by hand.",
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

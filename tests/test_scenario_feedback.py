@@ -1,0 +1,179 @@
+"""One person from a CSV import to sales, through the real HTTP API: the stages move at the
+right events, every email comes from the phase of the stage it was sent in, and the hand-off
+webhook reaches the CRM once, signed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import waitress
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from nurture.apikeys import create_key
+from nurture.cli import main
+from nurture.clock import FixedClock
+from nurture.db import sessions
+from nurture.handoffs import SECRET_ENV, verify
+from nurture.jobs import run_periodic
+from nurture.models import Message, StageMove
+from nurture.runtime import Runtime, open_runtime
+from nurture.web import create_app
+from tests.helpers import outbox, parse_eml, write
+from tests.receiver import Receiver
+from tests.smtp_server import free_port
+
+SECRET = "scenario-secret"
+
+
+@pytest.fixture
+def crm() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def rt(
+    project_dir: Path,
+    clock: FixedClock,
+    database_url: str,
+    crm: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Runtime]:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    settings = project_dir / "nurture.yaml"
+    settings.write_text(
+        settings.read_text().replace(
+            "  # webhook_url: https://crm.keel-retention.example/hooks/nurture\n",
+            f"  webhook_url: {crm.url}\n",
+        )
+    )
+    runtime = open_runtime(project_dir, clock=clock, database=database_url)
+    yield runtime
+    runtime.database.dispose()
+
+
+@pytest.fixture
+def api(rt: Runtime) -> Iterator[Any]:
+    port = free_port()
+    server = waitress.create_server(create_app(rt), host="127.0.0.1", port=port, threads=2)
+    threading.Thread(target=server.run, daemon=True).start()
+    with sessions(rt.database).begin() as session:
+        key = create_key(session, "website", rt.clock.now())[1]
+
+    def send(kind: str, **properties: Any) -> dict[str, Any]:
+        assert isinstance(rt.clock, FixedClock)
+        rt.clock.advance(timedelta(minutes=1))  # not the instant of the last tick
+        body = json.dumps({"email": "ana@acme.example", "kind": kind, "properties": properties})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/events",
+            data=body.encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+
+    yield send
+    server.close()
+
+
+def days(rt: Runtime, count: int) -> None:
+    """Let `count` days go by, the engine ticking every hour."""
+    assert isinstance(rt.clock, FixedClock)
+    for _ in range(count * 24):
+        rt.clock.advance(timedelta(hours=1))
+        rt.dispatcher.tick()
+        run_periodic(rt, rt.clock.now())
+
+
+def stage_of(reply: dict[str, Any]) -> str:
+    return str(reply["events"][0]["stage"])
+
+
+def test_from_import_to_sales(
+    rt: Runtime, api: Any, crm: Receiver, project_dir: Path, database_url: str
+) -> None:
+    csv = write(
+        project_dir,
+        "salon.csv",
+        "email,first_name,company,sector,company_size,seniority,timezone\n"
+        "ana@acme.example,Ana,Acme,saas,300,vp,Europe/Paris\n",
+    )
+    imported = CliRunner().invoke(
+        main,
+        [
+            "--project",
+            str(project_dir),
+            "--db",
+            database_url,
+            "import",
+            str(csv),
+            "--source",
+            "salon-2026",
+        ],
+    )
+    assert imported.exit_code == 0 and "1 created" in imported.output
+    days(rt, 1)
+    assert [m.phase for m in rt_messages(rt)] == []  # a contact: no nurture before interest
+
+    assert stage_of(api("content_downloaded", asset="churn-guide")) == "lead"
+    days(rt, 2)
+    assert stage_of(api("page_visited", url="https://keel-retention.example/pricing")) == "lead"
+    # 10 decayed over two days (9.55) + 15 + 10 = 34.55: just under the MQL line of 35.
+    assert stage_of(api("webinar_registered", webinar="retention-2026")) == "lead"
+    days(rt, 4)
+    assert stage_of(api("webinar_attended", webinar="retention-2026")) == "mql"
+    days(rt, 4)
+    assert stage_of(api("meeting_booked")) == "sql"
+    days(rt, 10)
+
+    with sessions(rt.database)() as session:
+        moves = [
+            (m.to_stage, m.reason, m.at)
+            for m in session.scalars(select(StageMove).order_by(StageMove.id))
+        ]
+    # Half-life 30 days: 10 for two days, plus 25, for four days, plus 20.
+    engagement = (10 * 0.5 ** (2 / 30) + 25) * 0.5 ** (4 / 30) + 20
+    assert [(to, why) for to, why, _ in moves] == [
+        ("contact", "created"),
+        ("lead", "event content_downloaded"),
+        ("mql", f"rule fit >= 30 and engagement >= 35 (fit 55, engagement {engagement:.1f})"),
+        ("sql", "event meeting_booked"),
+    ]
+    sent = rt_messages(rt)
+    phase_of = {"lead": "discovery", "mql": "evaluation", "sql": "decision"}
+    for message in sent:
+        stage = [to for to, _, at in moves if at <= message.sent_at][-1]
+        assert message.phase == phase_of[stage], (message.content_id, stage)
+        assert message.stage_at_send == stage
+    phases = [m.phase for m in sent]
+    assert "discovery" in phases and "evaluation" in phases
+    sql_at = moves[-1][2]
+    assert all(m.sent_at < sql_at for m in sent)  # the meeting met the nurture's goal
+    assert all(m.status == "sent" for m in sent)
+
+    [hit] = crm.received
+    payload = json.loads(hit.body)
+    assert payload["contact"]["email"] == "ana@acme.example" and payload["stage"] == "sql"
+    signed_at = int(hit.headers["X-Nurture-Signature"].split(",")[0].removeprefix("t="))
+    from datetime import UTC, datetime
+
+    assert verify(
+        SECRET, hit.headers["X-Nurture-Signature"], hit.body, datetime.fromtimestamp(signed_at, UTC)
+    )
+    notes = [parse_eml(p) for p in outbox(rt) if "notice" in p.name]
+    assert [n["To"] for n in notes] == ["sales@keel-retention.example"]
+
+
+def rt_messages(rt: Runtime) -> list[Message]:
+    with sessions(rt.database)() as session:
+        return list(session.scalars(select(Message).order_by(Message.sent_at, Message.id)))
