@@ -154,7 +154,11 @@ def zone_of(contact: ContactLike, settings: Settings) -> ZoneInfo:
 
 def profile(contact: ContactLike, settings: Settings) -> dict[str, Any]:
     """Every profile field (None when unknown), custom fields included."""
-    data: dict[str, Any] = {name: getattr(contact, name, None) for name in PROFILE_FIELDS}
+    row = getattr(contact, "_mapping", None)  # a Row: a dict lookup, not a failing getattr
+    if row is not None:
+        data: dict[str, Any] = {name: row.get(name) for name in PROFILE_FIELDS}
+    else:
+        data = {name: getattr(contact, name, None) for name in PROFILE_FIELDS}
     data["email_domain"] = contact.email.rsplit("@", 1)[1]
     for name in settings.custom_fields:
         data[name] = (contact.custom or {}).get(name)

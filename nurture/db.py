@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -63,13 +65,29 @@ def write_transaction(engine: Engine) -> Iterator[Session]:
     """A session whose transaction holds the write lock from its first statement.
 
     SQLite: BEGIN IMMEDIATE, so a read-then-write (a cap check then a reservation) cannot
-    interleave with another writer. PostgreSQL: an ordinary transaction; callers lock rows.
+    interleave with another writer; the writers of one process queue on a lock first, since
+    SQLite's own busy wait sleeps in steps and lets a queue of writers idle. PostgreSQL: an
+    ordinary transaction; callers lock rows.
     """
-    with engine.connect() as connection:
-        if is_sqlite(engine):
-            connection = connection.execution_options(**{_IMMEDIATE: True})
+    if not is_sqlite(engine):
+        with Session(bind=engine, expire_on_commit=False) as session, session.begin():
+            yield session
+        return
+    with _writer_lock(engine), engine.connect() as connection:
+        connection = connection.execution_options(**{_IMMEDIATE: True})
         with Session(bind=connection, expire_on_commit=False) as session, session.begin():
             yield session
+
+
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+_LOCKS_LOCK = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _WRITER_LOCKS.setdefault(engine, threading.Lock())
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

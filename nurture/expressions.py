@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
 _env = SandboxedEnvironment(undefined=StrictUndefined)
@@ -21,12 +22,19 @@ class ExpressionError(ValueError):
 
 
 @lru_cache(maxsize=4096)
-def compile_condition(source: str) -> Callable[..., Any]:
-    """Compile once; raise ExpressionError saying what does not parse."""
+def compile_condition(source: str) -> Template:
+    """Compile once (as `compile_expression` does: a template setting `result`); raise
+    ExpressionError saying what does not parse."""
     if not source.strip():
         raise ExpressionError("the condition is empty")
     try:
-        return _env.compile_expression(source, undefined_to_none=False)
+        parser = Parser(_env, source, state="variable")
+        expression = parser.parse_expression()
+        if not parser.stream.eos:
+            raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno)
+        expression.set_environment(_env)
+        body = [nodes.Assign(nodes.Name("result", "store"), expression, lineno=1)]
+        return _env.from_string(nodes.Template(body, lineno=1))
     except TemplateSyntaxError as exc:
         raise ExpressionError(f"condition {source!r} does not parse: {exc.message}") from None
 
@@ -48,7 +56,13 @@ def check_condition(source: str, allowed: Iterable[str]) -> str:
 
 def evaluate(source: str, variables: Mapping[str, Any]) -> bool:
     """True when the condition holds; a condition on a missing or mistyped value does not hold."""
+    template = compile_condition(source)
+    # shared: the variables are the whole context (no globals merged in), read, never copied.
+    shared = variables if isinstance(variables, dict) else dict(variables)
+    context = template.new_context(shared, shared=True)
     try:
-        return bool(compile_condition(source)(**variables))
+        for _ in template.root_render_func(context):
+            pass
+        return bool(context.vars["result"])
     except (TypeError, UndefinedError, SecurityError, ZeroDivisionError):
         return False

@@ -149,6 +149,7 @@ class Enrollment(Base):
     __table_args__ = (
         UniqueConstraint("workflow", "contact_id"),
         Index("ix_enrollments_due", "status", "due_at", "id"),
+        Index("ix_enrollments_contact", "contact_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

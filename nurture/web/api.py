@@ -21,7 +21,8 @@ from nurture.accounts import rollup
 from nurture.apikeys import find_key
 from nurture.contacts import current_engagement, normalize_email, profile
 from nurture.db import write_transaction
-from nurture.feedback import move_stage, record_event, sales_outcome, upsert_contact
+from nurture.feedback import move_stage, sales_outcome, upsert_contact
+from nurture.intake import Incoming, record_events
 from nurture.models import Contact, Enrollment, Event, Message, ScoreChange, StageMove
 from nurture.runtime import Runtime
 from nurture.web.schemas import (
@@ -211,31 +212,18 @@ def events() -> Response:
     runtime = _runtime()
     now = runtime.clock.now()
     checked = _check_events(items, batch, now)
-    results = []
+    incoming = [
+        Incoming(address, item.kind, item.time, dict(item.properties), item.id)
+        for address, item in checked
+    ]
     with write_transaction(runtime.database) as session:
-        for address, item in checked:
-            if session.scalar(select(Contact.id).where(Contact.email == address)) is None:
-                upsert_contact(session, runtime.project, address, {"source": "api"}, now)
-            outcome = record_event(
-                session,
-                runtime.project,
-                address,
-                item.kind,
-                now,
-                occurred_at=item.time,
-                properties=item.properties,
-                client_event_id=item.id,
-            )
-            assert outcome.event is not None
-            results.append(
-                {
-                    "id": outcome.event.id,
-                    "duplicate": outcome.duplicate,
-                    "stage": outcome.contact.stage,
-                }
-            )
-    accepted = sum(1 for r in results if not r["duplicate"])
-    return jsonify(accepted=accepted, duplicates=len(results) - accepted, events=results)
+        results = record_events(session, runtime.project, incoming, now)
+    accepted = sum(1 for r in results if not r.duplicate)
+    return jsonify(
+        accepted=accepted,
+        duplicates=len(results) - accepted,
+        events=[{"id": r.event_id, "duplicate": r.duplicate, "stage": r.stage} for r in results],
+    )
 
 
 @bp.post("/contacts")

@@ -1,0 +1,135 @@
+"""The events API's bulk path gives exactly what recording the events one by one gives."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from nurture.clock import FixedClock
+from nurture.db import sessions, write_transaction
+from nurture.feedback import record_event, upsert_contact
+from nurture.intake import Incoming, record_events
+from nurture.models import Contact, Enrollment, Event, ScoreChange, StageMove, Suppression
+from nurture.runtime import Runtime, open_runtime
+from tests.conftest import MONDAY_MORNING
+from tests.helpers import PROFILE
+
+PEOPLE = ["ana@acme.example", "bo@beta.example", "cy@gmail.com", "dee@acme.example"]
+URLS = ["/blog/a", "/pricing", "/demo", "/careers", "/blog/b"]
+
+
+def events(seed: int, count: int) -> list[Incoming]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        kind = rng.choice(
+            ["page_visited"] * 6
+            + ["content_downloaded", "webinar_registered", "webinar_attended", "email_clicked"]
+            + ["replied", "meeting_booked", "unsubscribed", "newsletter_signup"]
+        )
+        properties: dict[str, Any] = {}
+        if kind == "page_visited":
+            properties["url"] = "https://keel.example" + rng.choice(URLS)
+        elif kind == "content_downloaded":
+            properties["asset"] = rng.choice(["guide", "checklist"])
+        elif kind == "email_clicked":
+            properties["message_id"] = rng.randint(1, 3)
+            if rng.random() < 0.2:
+                properties["machine"] = "scanner"
+        client_id = f"c{rng.randint(0, count)}" if rng.random() < 0.5 else None
+        out.append(
+            Incoming(rng.choice([*PEOPLE, "new@delta.example"]), kind, None, properties, client_id)
+        )
+    return out
+
+
+def state(rt: Runtime) -> dict[str, Any]:
+    with sessions(rt.database)() as session:
+        contacts = {
+            c.email: (c.stage, round(c.fit, 6), round(c.engagement, 6), c.last_engaged_at)
+            for c in session.scalars(select(Contact))
+        }
+        ledger = sorted(
+            (
+                c.contact_id,
+                c.axis,
+                c.rule,
+                round(c.points, 6),
+                round(c.value_after, 6),
+                c.object_key,
+            )
+            for c in session.scalars(select(ScoreChange))
+        )
+        moves: dict[int, list[tuple[Any, ...]]] = {}  # in order for each person
+        for m in session.scalars(select(StageMove).order_by(StageMove.id)):
+            moves.setdefault(m.contact_id, []).append((m.from_stage, m.to_stage, m.reason))
+        enrollments = sorted(
+            (e.contact_id, e.workflow, e.status, e.end_reason or "")
+            for e in session.scalars(select(Enrollment))
+        )
+        stored = sorted(
+            (e.contact_id, e.kind, e.client_event_id or "", str(e.properties))
+            for e in session.scalars(select(Event))
+        )
+        suppressed = sorted(session.scalars(select(Suppression.email)))
+    return {
+        "contacts": contacts,
+        "ledger": ledger,
+        "moves": moves,
+        "enrollments": enrollments,
+        "events": stored,
+        "suppressed": suppressed,
+    }
+
+
+def fresh(project_dir: Path, tmp_path: Path, name: str) -> Runtime:
+    rt = open_runtime(
+        project_dir, clock=FixedClock(MONDAY_MORNING), database=f"sqlite:///{tmp_path / name}"
+    )
+    with sessions(rt.database).begin() as session:
+        for address in PEOPLE:
+            upsert_contact(
+                session,
+                rt.project,
+                address,
+                PROFILE if "gmail" not in address else {},
+                rt.clock.now(),
+                stage="lead",
+            )
+    return rt
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bulk_equals_one_by_one(project_dir: Path, tmp_path: Path, seed: int) -> None:
+    bulk, single = (
+        fresh(project_dir, tmp_path, "bulk.db"),
+        fresh(project_dir, tmp_path, "single.db"),
+    )
+    items = events(seed, 60)
+    for start in range(0, len(items), 20):  # three requests, an hour apart
+        chunk = items[start : start + 20]
+        now = bulk.clock.now()
+        with write_transaction(bulk.database) as session:
+            record_events(session, bulk.project, chunk, now)
+        for item in chunk:
+            with write_transaction(single.database) as session:
+                if session.scalar(select(Contact.id).where(Contact.email == item.email)) is None:
+                    upsert_contact(session, single.project, item.email, {"source": "api"}, now)
+                record_event(
+                    session,
+                    single.project,
+                    item.email,
+                    item.kind,
+                    now,
+                    properties=item.properties,
+                    client_event_id=item.client_event_id,
+                )
+        for rt in (bulk, single):
+            assert isinstance(rt.clock, FixedClock)
+            rt.clock.advance(timedelta(hours=1))
+    assert state(bulk) == state(single)
