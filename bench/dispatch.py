@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 from nurture.clock import FixedClock  # noqa: E402
 from nurture.content import sample_variables  # noqa: E402
 from nurture.db import write_transaction  # noqa: E402
-from nurture.models import Contact, Enrollment  # noqa: E402
 from nurture.runtime import open_runtime  # noqa: E402
+from nurture.seed import seed_leads  # noqa: E402
 from nurture.transport import NullTransport  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 09:00 in Paris
@@ -35,44 +35,7 @@ NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 09:00 in Paris
 
 def setup(root: Path, count: int) -> None:
     rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
-    contacts = [
-        {
-            "id": i,
-            "email": f"person{i}@company{i}.example",
-            "first_name": f"Name{i}",
-            "company": f"Company {i % 5000}",
-            "account": f"company{i}.example",
-            "sector": "saas",
-            "company_size": 300,
-            "seniority": "vp",
-            "timezone": "Europe/Paris",
-            "custom": {},
-            "stage": "lead",
-            "stage_since": NOW,
-            "fit": 55.0,
-            "engagement": 0.0,
-            "engagement_at": NOW,
-            "paused": False,
-            "created_at": NOW,
-        }
-        for i in range(1, count + 1)
-    ]
-    enrollments = [
-        {
-            "id": i,
-            "workflow": "guide-nurture",
-            "contact_id": i,
-            "status": "active",
-            "positions": {},
-            "entered_at": NOW,
-            "due_at": NOW,
-        }
-        for i in range(1, count + 1)
-    ]
-    with write_transaction(rt.database) as session:
-        for start in range(0, count, 10_000):
-            session.execute(insert(Contact), contacts[start : start + 10_000])
-            session.execute(insert(Enrollment), enrollments[start : start + 10_000])
+    seed_leads(rt.database, count, NOW, accounts=count, zones=["Europe/Paris"])
     rt.database.dispose()
 
 

@@ -39,8 +39,9 @@ sys.path.insert(0, str(REPO))
 from nurture.apikeys import create_key  # noqa: E402
 from nurture.clock import FixedClock  # noqa: E402
 from nurture.db import make_engine, write_transaction  # noqa: E402
-from nurture.models import Contact, Enrollment, Event  # noqa: E402
+from nurture.models import Event  # noqa: E402
 from nurture.runtime import open_runtime  # noqa: E402
+from nurture.seed import lead, seed_leads  # noqa: E402
 from nurture.transport import NullTransport  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -55,43 +56,8 @@ BATCH = 500
 def setup(root: Path, count: int) -> str:
     """N leads (fit 55) enrolled in the guide nurture; returns an API key."""
     rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
-    contacts = [
-        {
-            "id": i,
-            "email": f"person{i}@company{i % 4000}.example",
-            "first_name": f"Name{i}",
-            "account": f"company{i % 4000}.example",
-            "sector": "saas",
-            "company_size": 300,
-            "seniority": "vp",
-            "timezone": "Europe/Paris",
-            "custom": {},
-            "stage": "lead",
-            "stage_since": NOW,
-            "fit": 55.0,
-            "engagement": 10.0,
-            "engagement_at": NOW,
-            "paused": False,
-            "created_at": NOW,
-        }
-        for i in range(1, count + 1)
-    ]
-    enrollments = [
-        {
-            "id": i,
-            "workflow": "guide-nurture",
-            "contact_id": i,
-            "status": "active",
-            "positions": {},
-            "entered_at": NOW,
-            "due_at": NOW,
-        }
-        for i in range(1, count + 1)
-    ]
+    seed_leads(rt.database, count, NOW)
     with write_transaction(rt.database) as session:
-        for start in range(0, count, 10_000):
-            session.execute(insert(Contact), contacts[start : start + 10_000])
-            session.execute(insert(Enrollment), enrollments[start : start + 10_000])
         key = create_key(session, "bench", NOW)[1]
     rt.database.dispose()
     return key
@@ -110,7 +76,7 @@ def serve(root: str, port: int) -> None:
 def event(worker: int, n: int, contacts: int) -> dict[str, Any]:
     person = (worker * 7919 + n * 104729) % contacts + 1
     return {
-        "email": f"person{person}@company{person % 4000}.example",
+        "email": lead(person, NOW, 4000)["email"],
         "kind": "page_visited",
         "properties": {"url": URLS[(worker + n) % len(URLS)]},
         "id": f"w{worker}-{n}",

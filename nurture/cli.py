@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.apikeys import create_key, revoke_key
-from nurture.clock import as_utc
+from nurture.clock import FileClock, as_utc
 from nurture.contacts import normalize_email
 from nurture.content import sample_variables
 from nurture.db import make_engine, sessions, upgrade
@@ -37,7 +37,7 @@ from nurture.models import ApiKey, Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.runtime import Runtime, database_url, open_runtime
-from nurture.transport import OutboxTransport
+from nurture.transport import NullTransport, OutboxTransport
 
 T = TypeVar("T")
 
@@ -215,6 +215,49 @@ def run(obj: Context) -> None:
     finally:
         scheduler.shutdown(wait=True)
         server.close()
+        click.echo("stopped")
+
+
+@main.command()
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Plan, pace, render and record, but hand no email to a transport (load tests).",
+)
+@click.option("--clock-file", type=click.Path(path_type=Path), hidden=True)
+@click.pass_obj
+def worker(obj: Context, dry_run: bool, clock_file: Path | None) -> None:
+    """Run the dispatch tick and the periodic jobs, serving no web pages, until SIGTERM.
+
+    Start any number of them against one PostgreSQL database (NURTURE_DATABASE_URL): they
+    share the due work (FOR UPDATE SKIP LOCKED), and the jobs that must run once in the
+    cluster (decay, reconciliation, stale hand-offs) take an advisory lock.
+    """
+    from nurture.scheduler import build_scheduler, drain
+
+    runtime = _or_exit(
+        lambda: open_runtime(
+            obj.root,
+            database=obj.database,
+            clock=FileClock(clock_file) if clock_file else None,
+            transport=NullTransport() if dry_run else None,
+        )
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    url = database_url(runtime.project, obj.database)
+    click.echo(f"nurture worker: database {url.split('@')[-1]}{', dry run' if dry_run else ''}")
+    if clock_file is not None:
+        drain(runtime, stop)
+        return
+    scheduler = build_scheduler(runtime)
+    scheduler.start()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.shutdown(wait=True)
         click.echo("stopped")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 
@@ -31,6 +32,17 @@ class FixedClock:
 
     def advance(self, delta: timedelta) -> None:
         self._now += delta
+
+
+class FileClock:
+    """A clock read from a file holding one ISO 8601 instant: several processes share one
+    simulated time (the multi-worker tests and rehearsals), moved by whoever writes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def now(self) -> datetime:
+        return as_utc(datetime.fromisoformat(self.path.read_text().strip()))
 
 
 def as_utc(instant: datetime) -> datetime:

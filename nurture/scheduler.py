@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,7 +31,10 @@ def dispatch_job(runtime: Runtime) -> None:
 
 
 def reconcile_job(runtime: Runtime) -> None:
-    unknown, late = runtime.dispatcher.reconcile()
+    with jobs.cluster_once(runtime.database, "reconcile") as mine:
+        if not mine:
+            return
+        unknown, late = runtime.dispatcher.reconcile()
     if unknown or late:
         log.warning("reconcile: %d messages unknown after a stop, %d delivered late", unknown, late)
 
@@ -56,6 +60,17 @@ def recycle_job(runtime: Runtime) -> None:
             count = jobs.recycle_job(runtime, runtime.clock.now())
             if count:
                 log.info("hand-offs: %d stale ones recycled", count)
+
+
+def drain(runtime: Runtime, stop: threading.Event, idle: float = 0.05) -> None:
+    """Simulation mode: every job back to back at whatever instant the clock says, resting
+    `idle` seconds when a round found nothing to do, until `stop` is set."""
+    while not stop.is_set():
+        reconcile_job(runtime)
+        report = runtime.dispatcher.tick()
+        done = jobs.run_periodic(runtime, runtime.clock.now())
+        if not (report.sent or report.deferred or report.failed or any(done.values())):
+            stop.wait(idle)
 
 
 def build_scheduler(runtime: Runtime) -> BackgroundScheduler:

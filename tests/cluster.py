@@ -1,0 +1,133 @@
+"""Worker processes (`nurture worker`) on one database, sharing a simulated clock file: the
+harness of the scale-out tests and of bench/scale.py."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from nurture.decisions import ACTIVE
+from nurture.models import QUEUED, Enrollment, Message
+
+WORKER = "from nurture.cli import main; main()"
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Cluster:
+    project: Path
+    database_url: str
+    clock_file: Path
+    size: int
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    kills: int = 0
+    peaks: list[float] = field(default_factory=list)
+
+    def set_time(self, instant: datetime) -> None:
+        temporary = self.clock_file.with_suffix(".tmp")
+        temporary.write_text(instant.isoformat())
+        os.replace(temporary, self.clock_file)  # workers never read half a time
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-c", WORKER, "--project", str(self.project)]
+        command += ["--db", self.database_url, "worker", "--dry-run"]
+        command += ["--clock-file", str(self.clock_file)]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+    def start(self, count: int | None = None) -> None:
+        self.workers = [self._spawn() for _ in range(count or self.size)]
+
+    def kill_one(self, rng: random.Random) -> None:
+        """SIGKILL a random worker, wherever it is, and start a new one in its place."""
+        index = rng.randrange(len(self.workers))
+        victim = self.workers[index]
+        self.peaks.append(peak_rss_mb(victim.pid))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        self.kills += 1
+        self.workers[index] = self._spawn()
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            self.peaks.append(peak_rss_mb(worker.pid))
+            worker.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            worker.wait(timeout=60)
+        self.workers = []
+
+    def wait_idle(self, database: Engine, now: datetime, timeout: float = 300) -> None:
+        """Until nothing is due at `now` and nothing waits in the outbox."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with database.connect() as connection:
+                due = connection.scalar(
+                    select(func.count())
+                    .select_from(Enrollment)
+                    .where(Enrollment.status == ACTIVE, Enrollment.due_at <= now)
+                )
+                queued = connection.scalar(
+                    select(func.count()).select_from(Message).where(Message.status == QUEUED)
+                )
+            if not due and not queued:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"at {now}: {due} enrollments due, {queued} queued")
+            for worker in self.workers:
+                if worker.poll() is not None:
+                    raise AssertionError(f"worker {worker.pid} died: {worker.returncode}")
+            time.sleep(0.02)
+
+    def run(
+        self,
+        database: Engine,
+        start: datetime,
+        days: int,
+        step: timedelta = timedelta(hours=1),
+        chaos: random.Random | None = None,
+    ) -> datetime:
+        """Move the shared clock from `start` by `step` for `days`, each step once the
+        workers are idle; with `chaos`, kill workers at random moments meanwhile."""
+        now = start
+        self.set_time(now)
+        self.start()
+        stop = threading.Event()
+        killer = None
+        if chaos is not None:
+
+            def kill_at_random() -> None:
+                while not stop.wait(chaos.uniform(0.05, 1.5)):
+                    self.kill_one(chaos)
+
+            killer = threading.Thread(target=kill_at_random, daemon=True)
+            killer.start()
+        try:
+            end = start + timedelta(days=days)
+            while now < end:
+                self.wait_idle(database, now)
+                now += step
+                self.set_time(now)
+            stop.set()
+            if killer is not None:
+                killer.join()
+            self.wait_idle(database, now)
+        finally:
+            stop.set()
+            self.stop()
+        return now
