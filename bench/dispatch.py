@@ -11,7 +11,6 @@ rates and their ratio, the figure to drive down.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from nurture.clock import FixedClock  # noqa: E402
 from nurture.content import sample_variables  # noqa: E402
 from nurture.db import write_transaction  # noqa: E402
 from nurture.runtime import open_runtime  # noqa: E402
-from nurture.seed import seed_leads  # noqa: E402
+from nurture.seed import copy_project, seed_leads  # noqa: E402
 from nurture.transport import NullTransport  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 09:00 in Paris
@@ -83,11 +82,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "project"
-        root.mkdir()
-        shutil.copy(REPO / "nurture.yaml", root)
-        shutil.copytree(REPO / "workflows", root / "workflows")
-        shutil.copytree(REPO / "content", root / "content")
+        root = copy_project(REPO, Path(tmp) / "project")
         setup(root, args.contacts)
         engine = engine_rate(root, args.contacts)
         floor = floor_rate(root, args.contacts)

@@ -21,7 +21,6 @@ import argparse
 import http.client
 import json
 import multiprocessing
-import shutil
 import socket
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from nurture.clock import FixedClock  # noqa: E402
 from nurture.db import make_engine, write_transaction  # noqa: E402
 from nurture.models import Event  # noqa: E402
 from nurture.runtime import open_runtime  # noqa: E402
-from nurture.seed import lead, seed_leads  # noqa: E402
+from nurture.seed import copy_project, lead, seed_leads  # noqa: E402
 from nurture.transport import NullTransport  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -155,11 +154,7 @@ def main() -> None:
         serve(args.serve[0], int(args.serve[1]))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "project"
-        root.mkdir()
-        shutil.copy(REPO / "nurture.yaml", root)
-        shutil.copytree(REPO / "workflows", root / "workflows")
-        shutil.copytree(REPO / "content", root / "content")
+        root = copy_project(REPO, Path(tmp) / "project")
         key = setup(root, args.contacts)
         port = free_port()
         server = subprocess.Popen([sys.executable, __file__, "--serve", str(root), str(port)])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from nurture.clock import FixedClock  # noqa: E402
 from nurture.db import make_engine  # noqa: E402
 from nurture.models import Message  # noqa: E402
 from nurture.runtime import open_runtime  # noqa: E402
-from nurture.seed import seed_leads  # noqa: E402
+from nurture.seed import copy_project, seed_leads  # noqa: E402
 from tests.cluster import Cluster, peak_rss_mb  # noqa: E402
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 09:00 in Paris
@@ -90,11 +89,7 @@ def main() -> None:
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "project"
-            root.mkdir()
-            shutil.copy(REPO / "nurture.yaml", root)
-            shutil.copytree(REPO / "workflows", root / "workflows")
-            shutil.copytree(REPO / "content", root / "content")
+            root = copy_project(REPO, Path(tmp) / "project")
             sqlite = f"sqlite:///{root / 'nurture.db'}"
             for url in (postgres, sqlite):
                 rt = open_runtime(root, clock=FixedClock(NOW), database=url)

@@ -6,8 +6,10 @@ zones, belongs to one of `accounts` companies and is enrolled in `workflow`, due
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert
@@ -17,6 +19,15 @@ from nurture.models import Contact, Enrollment
 from nurture.simulate import ZONES
 
 CHUNK = 10_000
+
+
+def copy_project(source: Path, destination: Path) -> Path:
+    """The project at `source` (settings, workflows, content) in a fresh folder."""
+    destination.mkdir(parents=True)
+    shutil.copy(source / "nurture.yaml", destination)
+    for folder in ("workflows", "content"):
+        shutil.copytree(source / folder, destination / folder)
+    return destination
 
 
 def lead(

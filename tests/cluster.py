@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from nurture.decisions import ACTIVE
-from nurture.models import QUEUED, Enrollment, Message
+from nurture.models import QUEUED, SENDING, Enrollment, Message
 
 WORKER = "from nurture.cli import main; main()"
 
@@ -73,8 +73,13 @@ class Cluster:
         self.workers = []
 
     def wait_idle(self, database: Engine, now: datetime, timeout: float = 300) -> None:
-        """Until nothing is due at `now` and nothing waits in the outbox."""
+        """Until nothing is due at `now`, nothing waits in the outbox, and nothing reserved
+        at `now` is still being handed over (the clock jumps an hour next, which a live
+        worker's lease would not survive). A worker killed between reserving and sending
+        leaves its messages `queued` or `sending` until their lease runs out, at a later step:
+        once workers have been killed, those are waited for two seconds at most."""
         deadline = time.monotonic() + timeout
+        kills, settled = self.kills, time.monotonic() + 2
         while True:
             with database.connect() as connection:
                 due = connection.scalar(
@@ -85,7 +90,15 @@ class Cluster:
                 queued = connection.scalar(
                     select(func.count()).select_from(Message).where(Message.status == QUEUED)
                 )
-            if not due and not queued:
+                sending = connection.scalar(
+                    select(func.count())
+                    .select_from(Message)
+                    .where(Message.status == SENDING, Message.created_at >= now)
+                )
+            if self.kills != kills:
+                kills, settled = self.kills, time.monotonic() + 2
+            in_flight = (queued or sending) and (self.kills == 0 or time.monotonic() < settled)
+            if not due and not in_flight:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"at {now}: {due} enrollments due, {queued} queued")

@@ -153,3 +153,15 @@ def sends_per(rt: Runtime) -> tuple[dict[int, int], dict[str | None, int], int]:
             .having(func.count() > 1)
         ).all()
     return per_contact, per_account, len(repeats)
+
+
+def configure_handoff(project_dir: Path, url: str | None, *, end_nurture: bool = False) -> None:
+    """The example project's hand-off, with a webhook to `url` and `end_nurture` as given."""
+    settings = project_dir / "nurture.yaml"
+    text = settings.read_text()
+    text = text.replace(
+        "  # webhook_url: https://crm.keel-retention.example/hooks/nurture\n",
+        f"  webhook_url: {url}\n" if url else "",
+    )
+    text = text.replace("  end_nurture: false ", f"  end_nurture: {str(end_nurture).lower()} ")
+    settings.write_text(text)

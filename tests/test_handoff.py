@@ -28,21 +28,18 @@ from nurture.models import (
 )
 from nurture.problems import ProjectError
 from nurture.runtime import Runtime, open_runtime
-from tests.helpers import PROFILE, add_contact, contact, event, outbox, parse_eml
+from tests.helpers import (
+    PROFILE,
+    add_contact,
+    configure_handoff,
+    contact,
+    event,
+    outbox,
+    parse_eml,
+)
 from tests.receiver import Receiver
 
 SECRET = "test-handoff-secret"
-
-
-def configure(project_dir: Path, url: str | None, *, end_nurture: bool = False) -> None:
-    settings = project_dir / "nurture.yaml"
-    text = settings.read_text()
-    text = text.replace(
-        "  # webhook_url: https://crm.keel-retention.example/hooks/nurture\n",
-        f"  webhook_url: {url}\n" if url else "",
-    )
-    text = text.replace("  end_nurture: false ", f"  end_nurture: {str(end_nurture).lower()} ")
-    settings.write_text(text)
 
 
 @pytest.fixture
@@ -60,7 +57,7 @@ def rt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Runtime]:
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    configure(project_dir, receiver.url)
+    configure_handoff(project_dir, receiver.url)
     runtime = open_runtime(project_dir, clock=clock, database=database_url)
     yield runtime
     runtime.database.dispose()
@@ -80,7 +77,7 @@ def test_a_webhook_url_without_a_secret_does_not_start(
     project_dir: Path, clock: FixedClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
-    configure(project_dir, "https://crm.example/hook")
+    configure_handoff(project_dir, "https://crm.example/hook")
     with pytest.raises(ProjectError, match=r"handoff\.webhook_secret"):
         open_runtime(project_dir, clock=clock, database=f"sqlite:///{tmp_path / 'x.db'}")
 
@@ -164,7 +161,7 @@ def test_a_receiver_that_never_answers_is_given_up_after_the_retries(
 def test_end_nurture_ends_every_workflow_at_the_handoff(
     project_dir: Path, clock: FixedClock, tmp_path: Path
 ) -> None:
-    configure(project_dir, None, end_nurture=True)
+    configure_handoff(project_dir, None, end_nurture=True)
     rt = open_runtime(project_dir, clock=clock, database=f"sqlite:///{tmp_path / 'n.db'}")
     add_contact(rt, "ana@acme.example", **PROFILE)
     event(rt, "ana@acme.example", "webinar_registered")

@@ -26,7 +26,7 @@ from nurture.jobs import run_periodic
 from nurture.models import Message, StageMove
 from nurture.runtime import Runtime, open_runtime
 from nurture.web import create_app
-from tests.helpers import outbox, parse_eml, write
+from tests.helpers import configure_handoff, outbox, parse_eml, write
 from tests.receiver import Receiver
 from tests.smtp_server import free_port
 
@@ -48,13 +48,7 @@ def rt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Runtime]:
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    settings = project_dir / "nurture.yaml"
-    settings.write_text(
-        settings.read_text().replace(
-            "  # webhook_url: https://crm.keel-retention.example/hooks/nurture\n",
-            f"  webhook_url: {crm.url}\n",
-        )
-    )
+    configure_handoff(project_dir, crm.url)
     runtime = open_runtime(project_dir, clock=clock, database=database_url)
     yield runtime
     runtime.database.dispose()

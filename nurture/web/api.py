@@ -7,6 +7,7 @@ what is wrong, and nothing of the request was kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib.metadata import version
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from nurture.accounts import rollup
 from nurture.apikeys import find_key
 from nurture.contacts import current_engagement, normalize_email, profile
 from nurture.db import write_transaction
-from nurture.feedback import move_stage, sales_outcome, upsert_contact
+from nurture.feedback import Outcome, move_stage, sales_outcome, upsert_contact
 from nurture.intake import Incoming, record_events
 from nurture.models import Contact, Enrollment, Event, Message, ScoreChange, StageMove
 from nurture.runtime import Runtime
@@ -269,38 +270,37 @@ def contact(email: str) -> Response:
 @bp.post("/contacts/<email>/sales")
 def sales(email: str) -> Response:
     item = _parse(SalesIn, _body())
-    runtime = _runtime()
-    now = runtime.clock.now()
-    with write_transaction(runtime.database) as session:
-        found = _find(session, email)
-        try:
-            outcome = sales_outcome(
-                session, runtime.project, found.email, item.outcome == "accepted", item.reason, now
-            )
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
-            raise Problem(
-                422, "invalid", str(exc), [{"field": field, "message": message}]
-            ) from None
-        return jsonify(contact_view(session, runtime, outcome.contact, now))
+    return _change(
+        email,
+        lambda session, runtime, address, now: sales_outcome(
+            session, runtime.project, address, item.outcome == "accepted", item.reason, now
+        ),
+    )
 
 
 @bp.post("/contacts/<email>/stage")
 def stage(email: str) -> Response:
     item = _parse(StageIn, _body())
+    return _change(
+        email,
+        lambda session, runtime, address, now: move_stage(
+            session, runtime.project, address, item.stage, item.reason, now
+        ),
+    )
+
+
+def _change(email: str, change: Callable[[Session, Runtime, str, datetime], Outcome]) -> Response:
+    """Apply `change` to a known contact in one transaction; its ValueError is a 422."""
     runtime = _runtime()
     now = runtime.clock.now()
     with write_transaction(runtime.database) as session:
         found = _find(session, email)
         try:
-            outcome = move_stage(
-                session, runtime.project, found.email, item.stage, item.reason, now
-            )
+            outcome = change(session, runtime, found.email, now)
         except ValueError as exc:
             field, _, message = str(exc).partition(": ")
-            raise Problem(
-                422, "invalid", str(exc), [{"field": field, "message": message}]
-            ) from None
+            errors = [{"field": field, "message": message}]
+            raise Problem(422, "invalid", str(exc), errors) from None
         return jsonify(contact_view(session, runtime, outcome.contact, now))
 
 

@@ -1,0 +1,15 @@
+"""The web part for a WSGI server, without the scheduler (run `nurture worker` for that):
+
+    NURTURE_PROJECT=/srv/keel NURTURE_DATABASE_URL=postgresql://... \\
+        gunicorn -w 4 -b 0.0.0.0:8000 'nurture.wsgi:app'
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nurture.runtime import open_runtime
+from nurture.web import create_app
+
+app = create_app(open_runtime(Path(os.environ.get("NURTURE_PROJECT", ".")), migrate=False))
