@@ -39,6 +39,7 @@ class Cluster:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     kills: int = 0
     peaks: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def set_time(self, instant: datetime) -> None:
         temporary = self.clock_file.with_suffix(".tmp")
@@ -56,13 +57,14 @@ class Cluster:
 
     def kill_one(self, rng: random.Random) -> None:
         """SIGKILL a random worker, wherever it is, and start a new one in its place."""
-        index = rng.randrange(len(self.workers))
-        victim = self.workers[index]
-        self.peaks.append(peak_rss_mb(victim.pid))
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        self.kills += 1
-        self.workers[index] = self._spawn()
+        with self._lock:
+            index = rng.randrange(len(self.workers))
+            victim = self.workers[index]
+            self.peaks.append(peak_rss_mb(victim.pid))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            self.kills += 1
+            self.workers[index] = self._spawn()
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -79,7 +81,7 @@ class Cluster:
         leaves its messages `queued` or `sending` until their lease runs out, at a later step:
         once workers have been killed, those are waited for two seconds at most."""
         deadline = time.monotonic() + timeout
-        kills, settled = self.kills, time.monotonic() + 2
+        settled = time.monotonic() + 2
         while True:
             with database.connect() as connection:
                 due = connection.scalar(
@@ -95,16 +97,15 @@ class Cluster:
                     .select_from(Message)
                     .where(Message.status == SENDING, Message.created_at >= now)
                 )
-            if self.kills != kills:
-                kills, settled = self.kills, time.monotonic() + 2
             in_flight = (queued or sending) and (self.kills == 0 or time.monotonic() < settled)
             if not due and not in_flight:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(f"at {now}: {due} enrollments due, {queued} queued")
-            for worker in self.workers:
-                if worker.poll() is not None:
-                    raise AssertionError(f"worker {worker.pid} died: {worker.returncode}")
+            with self._lock:  # not one the chaos thread is replacing
+                for worker in self.workers:
+                    if worker.poll() is not None:
+                        raise AssertionError(f"worker {worker.pid} died: {worker.returncode}")
             time.sleep(0.02)
 
     def run(
@@ -142,5 +143,7 @@ class Cluster:
             self.wait_idle(database, now)
         finally:
             stop.set()
+            if killer is not None:
+                killer.join()  # it may be starting a worker in a dead one's place
             self.stop()
         return now
