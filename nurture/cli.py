@@ -213,6 +213,7 @@ def run(obj: Context) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        runtime.dispatcher.stop()  # the batch in hand is finished, no other started
         scheduler.shutdown(wait=True)
         server.close()
         click.echo("stopped")
@@ -244,7 +245,12 @@ def worker(obj: Context, dry_run: bool, clock_file: Path | None) -> None:
         )
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_sigterm(*_: object) -> None:
+        runtime.dispatcher.stop()  # finish the batch in hand, start no other
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     url = database_url(runtime.project, obj.database)
     click.echo(f"nurture worker: database {url.split('@')[-1]}{', dry run' if dry_run else ''}")
     if clock_file is not None:
@@ -257,6 +263,7 @@ def worker(obj: Context, dry_run: bool, clock_file: Path | None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        runtime.dispatcher.stop()  # the batch in hand is finished, no other started
         scheduler.shutdown(wait=True)
         click.echo("stopped")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import zlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -138,17 +139,23 @@ class Dispatcher:
         self.domain = project.settings.sender.from_address.rsplit("@", 1)[1]
         self._policies: dict[tuple[str, str], Policy] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self.stopping = threading.Event()
 
     def tick(self) -> Report:
-        """Work through everything due now, batch after batch."""
+        """Work through everything due now, batch after batch, until `stop()` is called
+        (then the batch in hand is finished, and no other is started)."""
         report = Report()
         now = self.clock.now()
-        while True:
+        while not self.stopping.is_set():
             batch = self.dispatch_batch(now)
             report.add(batch)
             handled = batch.sent + batch.deferred + batch.waiting + batch.ended + batch.failed
             if handled < self.batch_size:
-                return report
+                break
+        return report
+
+    def stop(self) -> None:
+        self.stopping.set()
 
     def wake_waiting(self) -> int:
         """Put every waiting enrollment back in line, to be planned again.

@@ -80,3 +80,47 @@ def test_a_worker_stops_cleanly_on_sigterm(project_dir: Path, tmp_path: Path) ->
     worker.send_signal(signal.SIGTERM)
     rest = worker.communicate(timeout=60)[0].decode()
     assert worker.returncode == 0 and "stopped" in rest
+
+
+def test_sigterm_finishes_the_batch_in_hand_not_the_backlog(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from nurture.clock import FixedClock
+    from nurture.models import Message
+    from nurture.runtime import open_runtime
+    from nurture.seed import seed_leads
+
+    now = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 09:00 in Paris
+    url = f"sqlite:///{tmp_path / 'backlog.db'}"
+    rt = open_runtime(project_dir, clock=FixedClock(now), database=url)
+    seed_leads(rt.database, 30_000, now, accounts=30_000, zones=["Europe/Paris"])
+    clock = tmp_path / "clock"
+    clock.write_text(now.isoformat())
+    command = ["--project", str(project_dir), "--db", url, "worker", "--dry-run"]
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from nurture.cli import main; main()",
+            *command,
+            "--clock-file",
+            str(clock),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+    def sent() -> int:
+        with rt.database.connect() as connection:
+            return int(connection.scalar(select(func.count()).select_from(Message)) or 0)
+
+    while sent() < 1000:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - started < 10
+    assert sent() < 30_000 and sent() % 500 == 0  # whole batches, the backlog left for later
