@@ -8,6 +8,7 @@ from datetime import UTC
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.exc import OperationalError
 
 from nurture import jobs
 from nurture.handoffs import deliver_handoffs
@@ -66,9 +67,14 @@ def drain(runtime: Runtime, stop: threading.Event, idle: float = 0.05) -> None:
     """Simulation mode: every job back to back at whatever instant the clock says, resting
     `idle` seconds when a round found nothing to do, until `stop` is set."""
     while not stop.is_set():
-        reconcile_job(runtime)
-        report = runtime.dispatcher.tick()
-        done = jobs.run_periodic(runtime, runtime.clock.now())
+        try:
+            reconcile_job(runtime)
+            report = runtime.dispatcher.tick()
+            done = jobs.run_periodic(runtime, runtime.clock.now())
+        except OperationalError as exc:  # a lost connection, a deadlock: the next round retries
+            log.warning("round failed, retrying: %s", exc)
+            stop.wait(idle)
+            continue
         if not (report.sent or report.deferred or report.failed or any(done.values())):
             stop.wait(idle)
 
