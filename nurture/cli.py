@@ -38,6 +38,7 @@ from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.runtime import Runtime, database_url, open_runtime
 from nurture.transport import NullTransport, OutboxTransport
+from nurture.users import create_user
 
 T = TypeVar("T")
 
@@ -356,6 +357,26 @@ def import_(
         for bad in report.rejected[:10]:
             click.echo(f"  line {bad.line}: {bad.reason}")
         click.echo(f"rejected rows with their reasons: {out}")
+
+
+@main.group()
+def user() -> None:
+    """Dashboard users."""
+
+
+@user.command("create")
+@click.argument("email")
+@click.password_option(help="Asked for when not given (12 characters or more).")
+@click.pass_obj
+def user_create(obj: Context, email: str, password: str) -> None:
+    """Create a dashboard login: nurture user create ops@keel.example"""
+    runtime = obj.runtime()
+    try:
+        with sessions(runtime.database).begin() as session:
+            create_user(session, email, password, runtime.clock.now())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {normalize_email(email)} created")
 
 
 @main.group()

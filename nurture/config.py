@@ -38,6 +38,8 @@ BUILTIN_EVENTS = frozenset(
         "complained",
         "sales_accepted",
         "sales_rejected",
+        "paused",
+        "resumed",
     }
 )
 #: Events after which no marketing email may go to the person, ever.

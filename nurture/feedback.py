@@ -231,6 +231,24 @@ def move_stage(
     return outcome
 
 
+def set_paused(
+    session: Session, project: Project, email: str, paused: bool, who: str, now: datetime
+) -> Outcome:
+    """Pause (or resume) all nurture of one person, recorded as a `paused`/`resumed` event."""
+    outcome = record_event(
+        session, project, email, "paused" if paused else "resumed", now, properties={"by": who}
+    )
+    contact = outcome.contact
+    contact.paused = paused
+    if not paused:
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.contact_id == contact.id, Enrollment.status == PAUSED)
+            .values(status=ACTIVE, due_at=now, hold_reason=None)
+        )
+    return outcome
+
+
 def set_caps(
     session: Session, project: Project, email: str, values: Mapping[str, Any], now: datetime
 ) -> Contact:

@@ -41,7 +41,12 @@ M = TypeVar("M", bound=BaseModel)
 #: Events may be late (a queue drained after an outage) but not from the future.
 CLOCK_SKEW = timedelta(minutes=5)
 #: Kinds with their own route, so the hand-off record stays true.
-OWN_ROUTE = {"sales_accepted": "sales", "sales_rejected": "sales"}
+OWN_ROUTE = {
+    "sales_accepted": "sales",
+    "sales_rejected": "sales",
+    "paused": "dashboard",
+    "resumed": "dashboard",
+}
 
 
 class Problem(Exception):
@@ -191,8 +196,8 @@ def _check_events(events: list[EventIn], batch: bool, now: datetime) -> list[tup
                 {
                     **extra,
                     "field": where + "kind",
-                    "message": f"{item.kind} is recorded with "
-                    "POST /api/v1/contacts/{email}/sales",
+                    "message": f"{item.kind} is recorded by its own action "
+                    f"({OWN_ROUTE[item.kind]}), not as an event",
                 }
             )
         if item.time is not None and item.time > now + CLOCK_SKEW:

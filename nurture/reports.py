@@ -1,0 +1,347 @@
+"""The numbers the dashboard shows: the funnel, sends, deferrals, deliverability, engagement,
+and the contact list. Plain queries in, plain data out; the web layer only lays them out."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from nurture.config import DISQUALIFIED, Settings
+from nurture.models import (
+    SENT,
+    Contact,
+    Deferral,
+    Enrollment,
+    Event,
+    Message,
+    ScoreChange,
+    StageMove,
+)
+
+#: Above this share of complaints, inbox providers start to refuse a sender (Gmail, Yahoo).
+COMPLAINT_LINE = 0.003
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: str
+    title: str
+    people: int
+    reached: int
+    conversion: float | None  # reached the next stage / reached this one
+    median_days: float | None  # median time spent in this stage
+
+
+@dataclass
+class Overview:
+    funnel: list[Step]
+    disqualified: int
+    cycle_days: float | None
+    cost_per_lead: list[tuple[str, float, int, float | None]]  # source, cost, leads, per lead
+    sent_today: int
+    sent_week: int
+    deferred_week: dict[str, int]
+    delivered_month: int
+    bounces_month: int
+    complaints_month: int
+    opens_week: int
+    clicks_week: int
+    machine_week: int
+    sends_per_day: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def bounce_rate(self) -> float:
+        return self.bounces_month / self.delivered_month if self.delivered_month else 0.0
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complaints_month / self.delivered_month if self.delivered_month else 0.0
+
+    @property
+    def over_complaint_line(self) -> bool:
+        return self.complaint_rate >= COMPLAINT_LINE
+
+
+def overview(session: Session, settings: Settings, now: datetime) -> Overview:
+    stages = list(settings.stages)
+    names = [s.name for s in stages]
+    people = dict(
+        session.execute(select(Contact.stage, func.count()).group_by(Contact.stage)).all()
+    )
+    reached_rows = session.execute(
+        select(StageMove.to_stage, func.count(func.distinct(StageMove.contact_id))).group_by(
+            StageMove.to_stage
+        )
+    ).all()
+    reached_exact = dict(reached_rows)
+    # Anyone at a stage passed every stage before it, even when a move skipped some.
+    reached = {
+        name: sum(reached_exact.get(later, 0) for later in names[index:])
+        for index, name in enumerate(names)
+    }
+    durations = _stage_durations(session, now)
+    funnel = []
+    for index, stage in enumerate(stages):
+        following = reached[names[index + 1]] if index + 1 < len(names) else None
+        here = reached[stage.name]
+        funnel.append(
+            Step(
+                stage=stage.name,
+                title=stage.title,
+                people=people.get(stage.name, 0),
+                reached=here,
+                conversion=following / here if following is not None and here else None,
+                median_days=_median_days(durations.get(stage.name, [])),
+            )
+        )
+    last = names[-1] if names else None
+    cycle = _median_days(
+        [
+            at - created
+            for created, at in session.execute(
+                select(Contact.created_at, func.min(StageMove.at))
+                .join(StageMove, StageMove.contact_id == Contact.id)
+                .where(StageMove.to_stage == last)
+                .group_by(Contact.id, Contact.created_at)
+            )
+        ]
+    )
+    day = now - timedelta(days=1)
+    week = now - timedelta(days=7)
+    month = now - timedelta(days=30)
+    sent = select(func.count()).select_from(Message).where(Message.status == SENT)
+    deferred = Counter[str]()
+    for rules, count in session.execute(
+        select(Deferral.rules, func.count()).where(Deferral.at >= week).group_by(Deferral.rules)
+    ):
+        for rule in rules.split(","):
+            deferred[rule.strip()] += count
+    kinds = dict(
+        session.execute(
+            select(Event.kind, func.count())
+            .where(Event.occurred_at >= month, Event.kind.in_(("hard_bounced", "complained")))
+            .group_by(Event.kind)
+        ).all()
+    )
+    machine = Event.properties["machine"].as_string()
+    engagement = dict(
+        session.execute(
+            select(Event.kind, func.count())
+            .where(
+                Event.occurred_at >= week,
+                Event.kind.in_(("email_opened", "email_clicked")),
+                machine.is_(None),
+            )
+            .group_by(Event.kind)
+        ).all()
+    )
+    machines = session.scalar(
+        select(func.count())
+        .select_from(Event)
+        .where(
+            Event.occurred_at >= week,
+            Event.kind.in_(("email_opened", "email_clicked")),
+            machine.is_not(None),
+        )
+    )
+    return Overview(
+        funnel=funnel,
+        disqualified=people.get(DISQUALIFIED, 0),
+        cycle_days=cycle,
+        cost_per_lead=_cost_per_lead(session, settings),
+        sent_today=session.scalar(sent.where(Message.sent_at >= day)) or 0,
+        sent_week=session.scalar(sent.where(Message.sent_at >= week)) or 0,
+        deferred_week=dict(deferred.most_common()),
+        delivered_month=session.scalar(sent.where(Message.sent_at >= month)) or 0,
+        bounces_month=kinds.get("hard_bounced", 0),
+        complaints_month=kinds.get("complained", 0),
+        opens_week=engagement.get("email_opened", 0),
+        clicks_week=engagement.get("email_clicked", 0),
+        machine_week=machines or 0,
+        sends_per_day=_sends_per_day(session, now, 14),
+    )
+
+
+def _stage_durations(session: Session, now: datetime) -> dict[str, list[timedelta]]:
+    """Per stage, how long each stay lasted (a stay still going counts up to now)."""
+    stays: dict[str, list[timedelta]] = defaultdict(list)
+    last: dict[int, tuple[str, datetime]] = {}
+    for contact_id, stage, at in session.execute(
+        select(StageMove.contact_id, StageMove.to_stage, StageMove.at).order_by(
+            StageMove.contact_id, StageMove.at, StageMove.id
+        )
+    ):
+        previous = last.get(contact_id)
+        if previous is not None:
+            stays[previous[0]].append(at - previous[1])
+        last[contact_id] = (stage, at)
+    for stage, since in last.values():
+        stays[stage].append(now - since)
+    return stays
+
+
+def _median_days(spans: list[timedelta]) -> float | None:
+    if not spans:
+        return None
+    return statistics.median(span.total_seconds() for span in spans) / 86400
+
+
+def _cost_per_lead(
+    session: Session, settings: Settings
+) -> list[tuple[str, float, int, float | None]]:
+    if not settings.sources:
+        return []
+    lead_stages = [s.name for s in settings.stages]
+    counts = dict(
+        session.execute(
+            select(Contact.source, func.count())
+            .where(Contact.source.in_(list(settings.sources)), Contact.stage.in_(lead_stages))
+            .group_by(Contact.source)
+        ).all()
+    )
+    out = []
+    for name, source in settings.sources.items():
+        leads = counts.get(name, 0)
+        out.append(
+            (source.label or name, source.cost, leads, source.cost / leads if leads else None)
+        )
+    return out
+
+
+def _sends_per_day(session: Session, now: datetime, days: int) -> list[tuple[str, int]]:
+    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts: Counter[str] = Counter()
+    for (at,) in session.execute(
+        select(Message.sent_at).where(Message.status == SENT, Message.sent_at >= start)
+    ):
+        counts[at.date().isoformat()] += 1
+    return [
+        (day, counts.get(day, 0))
+        for day in ((start + timedelta(days=n)).date().isoformat() for n in range(days))
+    ]
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    total: int
+    page: int
+    pages: int
+
+
+def find_contacts(
+    session: Session,
+    *,
+    query: str = "",
+    stage: str | None = None,
+    workflow: str | None = None,
+    fit_min: float | None = None,
+    engagement_min: float | None = None,
+    page: int = 1,
+) -> Page:
+    """Contacts whose email, name or company starts with `query` (or contains it, for an
+    address), with the filters, newest first, PAGE_SIZE a page."""
+    statement: Select[Any] = select(Contact)
+    text = query.strip().lower()
+    if text:
+        pattern = f"{_escape(text)}%"
+        statement = statement.where(
+            or_(
+                Contact.email.like(pattern, escape="\\"),
+                func.lower(Contact.first_name).like(pattern, escape="\\"),
+                func.lower(Contact.last_name).like(pattern, escape="\\"),
+                func.lower(Contact.company).like(pattern, escape="\\"),
+            )
+        )
+    if stage:
+        statement = statement.where(Contact.stage == stage)
+    if workflow:
+        statement = statement.where(
+            Contact.id.in_(select(Enrollment.contact_id).where(Enrollment.workflow == workflow))
+        )
+    if fit_min is not None:
+        statement = statement.where(Contact.fit >= fit_min)
+    if engagement_min is not None:
+        statement = statement.where(Contact.engagement >= engagement_min)
+    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = list(
+        session.scalars(
+            statement.order_by(Contact.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+        )
+    )
+    return Page(rows, total, page, pages)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class Entry:
+    at: datetime
+    kind: str  # event, email, score, stage
+    what: str
+    why: str
+
+
+def timeline(session: Session, contact_id: int, limit: int = 200) -> list[Entry]:
+    """Events, emails, score changes and stage moves, newest first, each with its reason."""
+    entries = [
+        Entry(e.occurred_at, "event", e.kind, _props(e.properties))
+        for e in session.scalars(
+            select(Event)
+            .where(Event.contact_id == contact_id)
+            .order_by(Event.occurred_at.desc())
+            .limit(limit)
+        )
+    ]
+    entries += [
+        Entry(m.sent_at, "email", f"{m.content_id} ({m.phase})", f"{m.status}: {m.subject}")
+        for m in session.scalars(
+            select(Message)
+            .where(Message.contact_id == contact_id)
+            .order_by(Message.sent_at.desc())
+            .limit(limit)
+        )
+    ]
+    entries += [
+        Entry(c.at, "score", f"{c.axis} {c.points:+.1f} → {c.value_after:.1f}", c.rule)
+        for c in session.scalars(
+            select(ScoreChange)
+            .where(ScoreChange.contact_id == contact_id)
+            .order_by(ScoreChange.at.desc())
+            .limit(limit)
+        )
+    ]
+    entries += [
+        Entry(m.at, "stage", f"{m.from_stage or '—'} → {m.to_stage}", m.reason)
+        for m in session.scalars(
+            select(StageMove)
+            .where(StageMove.contact_id == contact_id)
+            .order_by(StageMove.at.desc())
+            .limit(limit)
+        )
+    ]
+    entries += [
+        Entry(d.at, "deferral", f"{d.content_id} held", d.reason)
+        for d in session.scalars(
+            select(Deferral)
+            .where(Deferral.contact_id == contact_id)
+            .order_by(Deferral.at.desc())
+            .limit(limit)
+        )
+    ]
+    return sorted(entries, key=lambda e: e.at, reverse=True)[:limit]
+
+
+def _props(properties: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(properties.items()))

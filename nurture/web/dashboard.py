@@ -1,0 +1,134 @@
+"""The marketing-ops dashboard: overview, contacts, one contact and its actions."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as BaseResponse
+
+from nurture.contacts import current_engagement
+from nurture.db import sessions, write_transaction
+from nurture.explain import explain
+from nurture.feedback import move_stage, set_paused, suppress
+from nurture.models import Contact, Enrollment, Suppression
+from nurture.reports import find_contacts, overview, timeline
+from nurture.runtime import Runtime
+from nurture.web.auth import login_required
+
+bp = Blueprint("dashboard", __name__)
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["nurture"]
+    return runtime
+
+
+@bp.get("/")
+@login_required
+def overview_page() -> str:
+    runtime = _runtime()
+    with sessions(runtime.database)() as db:
+        data = overview(db, runtime.project.settings, runtime.clock.now())
+    return render_template("overview.html", data=data, settings=runtime.project.settings)
+
+
+def _number(name: str) -> float | None:
+    value = request.args.get(name, "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@bp.get("/contacts")
+@login_required
+def contacts_page() -> str:
+    runtime = _runtime()
+    settings = runtime.project.settings
+    stage = request.args.get("stage") or None
+    workflow = request.args.get("workflow") or None
+    with sessions(runtime.database)() as db:
+        found = find_contacts(
+            db,
+            query=request.args.get("q", ""),
+            stage=stage if stage in settings.stage_names else None,
+            workflow=workflow if workflow in runtime.project.workflows else None,
+            fit_min=_number("fit"),
+            engagement_min=_number("engagement"),
+            page=int(_number("page") or 1),
+        )
+    return render_template(
+        "contacts.html",
+        found=found,
+        args=request.args,
+        stages=settings.stage_names,
+        workflows=sorted(runtime.project.workflows),
+    )
+
+
+@bp.get("/contacts/<int:contact_id>")
+@login_required
+def contact_page(contact_id: int) -> str:
+    runtime = _runtime()
+    now = runtime.clock.now()
+    with sessions(runtime.database)() as db:
+        contact = _contact(db, contact_id)
+        entries = timeline(db, contact_id)
+        enrollments = list(
+            db.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id))
+        )
+        suppressed = db.scalar(select(Suppression).where(Suppression.email == contact.email))
+    return render_template(
+        "contact.html",
+        contact=contact,
+        engagement=current_engagement(contact, runtime.project.settings, now),
+        entries=entries,
+        enrollments=enrollments,
+        suppressed=suppressed,
+        plan=explain(runtime, contact.email),
+        stages=runtime.project.settings.stage_names,
+    )
+
+
+@bp.post("/contacts/<int:contact_id>/action")
+@login_required
+def contact_action(contact_id: int) -> BaseResponse | tuple[str, int]:
+    runtime = _runtime()
+    now = runtime.clock.now()
+    who = f"dashboard: {session['user']}"
+    action = request.form.get("action", "")
+    with write_transaction(runtime.database) as db:
+        contact = _contact(db, contact_id)
+        project = runtime.project
+        if action in ("pause", "resume"):
+            set_paused(db, project, contact.email, action == "pause", who, now)
+        elif action == "do_not_contact":
+            suppress(db, contact.email, "do_not_contact", who, now)
+        elif action == "stage":
+            try:
+                reason = f"{request.form.get('reason', '').strip()} ({who})"
+                if not request.form.get("reason", "").strip():
+                    raise ValueError("reason: say why the stage changes")
+                move_stage(db, project, contact.email, request.form.get("stage", ""), reason, now)
+            except ValueError as exc:
+                return render_template("error.html", message=str(exc)), 422
+        else:
+            abort(400, description="unknown action")
+    return redirect(url_for("dashboard.contact_page", contact_id=contact_id))
+
+
+def _contact(db: Session, contact_id: int) -> Contact:
+    contact = db.get(Contact, contact_id)
+    if contact is None:
+        abort(404)
+    return contact
