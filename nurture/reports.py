@@ -345,3 +345,100 @@ def timeline(session: Session, contact_id: int, limit: int = 200) -> list[Entry]
 
 def _props(properties: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(properties.items()))
+
+
+@dataclass(frozen=True)
+class StepStats:
+    workflow: str
+    phase: str
+    content: str
+    sent: int
+    opened: int
+    clicked: int
+    unsubscribed: int
+    bounced: int
+
+
+def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dict[str, int]]:
+    """Per step of every workflow: sent, real opens and clicks (messages with at least one),
+    unsubscribes and bounces; and per workflow, the people waiting with their track used up."""
+    sent = dict(
+        ((w, s), n)
+        for w, s, n in session.execute(
+            select(Message.workflow, Message.step_key, func.count())
+            .where(Message.status == SENT)
+            .group_by(Message.workflow, Message.step_key)
+        )
+    )
+    failed = dict(
+        ((w, s), n)
+        for w, s, n in session.execute(
+            select(Message.workflow, Message.step_key, func.count())
+            .where(Message.status == "failed")
+            .group_by(Message.workflow, Message.step_key)
+        )
+    )
+    reactions: dict[tuple[str, str, str], int] = {}
+    for w, s, kind, n in session.execute(
+        select(
+            Message.workflow, Message.step_key, Event.kind, func.count(func.distinct(Message.id))
+        )
+        .join(Message, Message.id == Event.message_id)
+        .where(
+            Event.kind.in_(("email_opened", "email_clicked", "unsubscribed", "hard_bounced")),
+            Event.properties["machine"].as_string().is_(None),
+        )
+        .group_by(Message.workflow, Message.step_key, Event.kind)
+    ):
+        reactions[(w, s, kind)] = n
+    rows = []
+    for workflow in project.workflows.values():
+        for phase, steps in workflow.tracks.items():
+            for step in steps:
+                key = (workflow.id, step.content)
+                rows.append(
+                    StepStats(
+                        workflow=workflow.id,
+                        phase=phase,
+                        content=step.content,
+                        sent=sent.get(key, 0),
+                        opened=reactions.get((*key, "email_opened"), 0),
+                        clicked=reactions.get((*key, "email_clicked"), 0),
+                        unsubscribed=reactions.get((*key, "unsubscribed"), 0),
+                        bounced=failed.get(key, 0) + reactions.get((*key, "hard_bounced"), 0),
+                    )
+                )
+    waiting = dict(
+        session.execute(
+            select(Enrollment.workflow, func.count())
+            .where(Enrollment.status == "waiting")
+            .group_by(Enrollment.workflow)
+        ).all()
+    )
+    return rows, waiting
+
+
+def planned(session: Session, now: datetime, limit: int = 200) -> tuple[int, list[Any]]:
+    """Enrollments due in the next 24 hours (how many, and the first `limit`)."""
+    window = (Enrollment.status == "active", Enrollment.due_at <= now + timedelta(days=1))
+    count = session.scalar(select(func.count()).select_from(Enrollment).where(*window)) or 0
+    rows = session.execute(
+        select(Enrollment.id, Enrollment.workflow, Enrollment.due_at, Contact.id, Contact.email)
+        .join(Contact, Contact.id == Enrollment.contact_id)
+        .where(*window)
+        .order_by(Enrollment.due_at, Enrollment.id)
+        .limit(limit)
+    ).all()
+    return count, list(rows)
+
+
+def unknown_messages(session: Session, limit: int = 200) -> list[Any]:
+    return list(
+        session.execute(
+            select(Message.id, Message.content_id, Message.created_at, Message.error, Contact.email)
+            .join(Contact, Contact.id == Message.contact_id)
+            .where(Message.status == "unknown")
+            .order_by(Message.created_at)
+            .limit(limit)
+        ).all()
+    )

@@ -21,7 +21,7 @@ from nurture.web import create_app
 from tests.helpers import PROFILE, add_contact, contact, event
 
 PASSWORD = "correct horse battery staple"
-PAGES = ["/", "/contacts", "/contacts/1"]
+PAGES = ["/", "/contacts", "/contacts/1", "/workflows", "/content", "/queue", "/settings"]
 
 
 @pytest.fixture
@@ -206,3 +206,57 @@ def test_pause_resume_do_not_contact_and_stage_moves_show_in_the_timeline(
 
 def test_one_click_unsubscribe_still_needs_no_csrf_and_no_cookie(client: FlaskClient) -> None:
     assert client.post("/u/not-a-token", data={"List-Unsubscribe": "One-Click"}).status_code == 404
+
+
+def test_workflows_content_queue_and_settings(client: FlaskClient, runtime: Runtime) -> None:
+    from sqlalchemy import update
+
+    from nurture.models import Message
+
+    log_in(client)
+    add_contact(runtime, "cy@gamma.example", **PROFILE)  # a lead: her first email goes now
+    runtime.dispatcher.tick()
+    with sessions(runtime.database)() as session:
+        sent = session.scalars(select(Message)).all()
+    assert sent, "the example sends cy her first email"
+    page = client.get("/workflows").get_data(as_text=True)
+    first = sent[0]
+    row = re.search(
+        rf"<tr><td>{first.phase}</td><td><a [^>]+>{first.content_id}</a></td>\s*<td>(\d+)</td>",
+        page,
+    )
+    assert row and int(row.group(1)) == 1
+    assert "people wait with their track used up" in page
+
+    preview = client.get("/content", query_string={"piece": first.content_id}).get_data(
+        as_text=True
+    )
+    assert "sandbox srcdoc=" in preview and "Subject:" in preview
+    mine = client.get(
+        "/content", query_string={"piece": first.content_id, "contact": "cy@gamma.example"}
+    )
+    assert mine.status_code == 200 and "Ana" in mine.get_data(as_text=True)
+    assert client.get("/content", query_string={"contact": "nobody@x.example"}).status_code == 404
+    assert client.get("/content", query_string={"piece": "no/such"}).status_code == 404
+
+    with sessions(runtime.database).begin() as session:
+        session.execute(update(Message).where(Message.id == first.id).values(status="unknown"))
+    queue = client.get("/queue").get_data(as_text=True)
+    assert "It went: mark sent" in queue and "Due in the next 24 hours" in queue
+    token = csrf(client, "/queue")
+    assert client.post(f"/queue/{first.id}", data={"outcome": "sent"}).status_code == 400
+    assert (
+        client.post(f"/queue/{first.id}", data={"outcome": "sent", "csrf_token": token}).status_code
+        == 302
+    )
+    with sessions(runtime.database)() as session:
+        assert session.get(Message, first.id).status == "sent"
+    assert (
+        client.post(f"/queue/{first.id}", data={"outcome": "sent", "csrf_token": token}).status_code
+        == 404
+    )
+
+    settings = client.get("/settings").get_data(as_text=True)
+    assert (
+        "per_week: 3" in settings and "enter_when: fit &gt;= 30 and engagement &gt;= 35" in settings
+    )

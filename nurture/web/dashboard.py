@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import yaml
 from flask import (
     Blueprint,
     abort,
@@ -16,13 +17,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
-from nurture.contacts import current_engagement
+from nurture.contacts import current_engagement, profile
+from nurture.content import sample_variables
 from nurture.db import sessions, write_transaction
 from nurture.explain import explain
 from nurture.feedback import move_stage, set_paused, suppress
 from nurture.models import Contact, Enrollment, Suppression
-from nurture.reports import find_contacts, overview, timeline
+from nurture.reports import (
+    find_contacts,
+    overview,
+    planned,
+    timeline,
+    unknown_messages,
+    workflow_stats,
+)
 from nurture.runtime import Runtime
+from nurture.stats import content_stats
 from nurture.web.auth import login_required
 
 bp = Blueprint("dashboard", __name__)
@@ -125,6 +135,82 @@ def contact_action(contact_id: int) -> BaseResponse | tuple[str, int]:
         else:
             abort(400, description="unknown action")
     return redirect(url_for("dashboard.contact_page", contact_id=contact_id))
+
+
+@bp.get("/workflows")
+@login_required
+def workflows_page() -> str:
+    runtime = _runtime()
+    with sessions(runtime.database)() as db:
+        steps, waiting = workflow_stats(db, runtime.project)
+    return render_template(
+        "workflows.html", steps=steps, waiting=waiting, workflows=runtime.project.workflows
+    )
+
+
+@bp.get("/content")
+@login_required
+def content_page() -> str:
+    runtime = _runtime()
+    project = runtime.project
+    chosen = request.args.get("piece") or next(iter(sorted(project.content)), "")
+    piece = project.content.get(chosen)
+    if piece is None:
+        abort(404)
+    variables = sample_variables(
+        project.settings.custom_fields, project.settings.sender.model_dump()
+    )
+    email = request.args.get("contact", "").strip()
+    with sessions(runtime.database)() as db:
+        lines = {(line.content_id, line.variant): line for line in content_stats(db)}
+        if email:
+            found = db.scalar(select(Contact).where(Contact.email == email.lower()))
+            if found is None:
+                abort(404)
+            variables["contact"] = profile(found, project.settings)
+    rendered = piece.render(variables, language=variables["contact"].get("language"))
+    return render_template(
+        "content.html",
+        pieces=sorted(project.content),
+        chosen=chosen,
+        rendered=rendered,
+        email=email,
+        lines=[line for key, line in sorted(lines.items(), key=str) if key[0] == chosen],
+    )
+
+
+@bp.get("/queue")
+@login_required
+def queue_page() -> str:
+    runtime = _runtime()
+    with sessions(runtime.database)() as db:
+        count, rows = planned(db, runtime.clock.now())
+        unknown = unknown_messages(db)
+    return render_template("queue.html", count=count, rows=rows, unknown=unknown)
+
+
+@bp.post("/queue/<int:message_id>")
+@login_required
+def settle_message(message_id: int) -> BaseResponse:
+    outcome = request.form.get("outcome")
+    if outcome not in ("sent", "release"):
+        abort(400, description="outcome must be sent or release")
+    if not _runtime().dispatcher.settle(message_id, sent=outcome == "sent"):
+        abort(404)
+    return redirect(url_for("dashboard.queue_page"))
+
+
+@bp.get("/settings")
+@login_required
+def settings_page() -> str:
+    settings = _runtime().project.settings
+    shown = {
+        name: yaml.safe_dump(
+            settings.model_dump(mode="json", include={name}), sort_keys=False, allow_unicode=True
+        )
+        for name in ("stages", "disqualify", "scoring", "caps", "account_pause", "handoff")
+    }
+    return render_template("settings.html", shown=shown)
 
 
 def _contact(db: Session, contact_id: int) -> Contact:
