@@ -166,6 +166,7 @@ def record_event(
         properties=props,
         client_event_id=client_event_id,
         message_id=message_id,
+        machine=str(props["machine"])[:40] if props.get("machine") else None,
     )
     session.add(event)
     session.flush()

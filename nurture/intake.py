@@ -151,6 +151,7 @@ def _score_plain(
         "properties": props,
         "client_event_id": item.client_event_id,
         "message_id": None,
+        "machine": str(props["machine"])[:40] if props.get("machine") else None,
     }
     if props.get("machine"):
         pending.events.append(event_row)

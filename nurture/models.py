@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -63,6 +64,12 @@ class Base(DeclarativeBase):
 
 class Contact(Base):
     __tablename__ = "contacts"
+    __table_args__ = (
+        # The dashboard's search: the start of a name or a company, in any case.
+        Index("ix_contacts_first_name_lower", func.lower(text("first_name"))),
+        Index("ix_contacts_last_name_lower", func.lower(text("last_name"))),
+        Index("ix_contacts_company_lower", func.lower(text("company"))),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -100,6 +107,7 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("contact_id", "client_event_id"),
         Index("ix_events_contact_occurred", "contact_id", "occurred_at"),
+        Index("ix_events_kind_occurred", "kind", "occurred_at", "machine"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -110,6 +118,8 @@ class Event(Base):
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     client_event_id: Mapped[str | None] = mapped_column(String(200))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    #: Why a machine, not a person, did this (a privacy proxy's open, a scanner's click).
+    machine: Mapped[str | None] = mapped_column(String(40))
 
 
 class ScoreChange(Base):
@@ -133,7 +143,10 @@ class StageMove(Base):
     """The stage ledger: every move with its reason."""
 
     __tablename__ = "stage_moves"
-    __table_args__ = (Index("ix_stage_moves_contact_at", "contact_id", "at"),)
+    __table_args__ = (
+        Index("ix_stage_moves_contact_at", "contact_id", "at"),
+        Index("ix_stage_moves_to_stage", "to_stage", "contact_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
@@ -173,6 +186,7 @@ class Message(Base):
         UniqueConstraint("enrollment_id", "step_key"),
         UniqueConstraint("contact_id", "content_id"),
         Index("ix_messages_contact_sent", "contact_id", "sent_at"),
+        Index("ix_messages_sent_at", "sent_at", "status"),
         # Only the few messages not yet settled: a full status index would tempt planners
         # away from (contact_id, sent_at) in the dispatcher's history reads.
         Index(
@@ -340,3 +354,14 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime]
     last_login_at: Mapped[datetime | None]
+
+
+class ReportCache(Base):
+    """Numbers too costly to count on every page view (the funnel's history), kept as JSON
+    with the instant they were computed; a periodic job renews them."""
+
+    __tablename__ = "report_cache"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    computed_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Engine, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from nurture.config import DISQUALIFIED, Settings
+from nurture.db import write_transaction
 from nurture.models import (
     SENT,
     Contact,
@@ -20,6 +21,7 @@ from nurture.models import (
     Enrollment,
     Event,
     Message,
+    ReportCache,
     ScoreChange,
     StageMove,
 )
@@ -55,6 +57,7 @@ class Overview:
     clicks_week: int
     machine_week: int
     sends_per_day: list[tuple[str, int]] = field(default_factory=list)
+    history_at: str = ""
 
     @property
     def bounce_rate(self) -> float:
@@ -69,38 +72,19 @@ class Overview:
         return self.complaint_rate >= COMPLAINT_LINE
 
 
-def overview(session: Session, settings: Settings, now: datetime) -> Overview:
-    stages = list(settings.stages)
-    names = [s.name for s in stages]
-    people = dict(
-        session.execute(select(Contact.stage, func.count()).group_by(Contact.stage)).all()
-    )
-    reached_rows = session.execute(
-        select(StageMove.to_stage, func.count(func.distinct(StageMove.contact_id))).group_by(
-            StageMove.to_stage
-        )
-    ).all()
-    reached_exact = dict(reached_rows)
-    # Anyone at a stage passed every stage before it, even when a move skipped some.
-    reached = {
-        name: sum(reached_exact.get(later, 0) for later in names[index:])
-        for index, name in enumerate(names)
-    }
-    durations = _stage_durations(session, now)
-    funnel = []
-    for index, stage in enumerate(stages):
-        following = reached[names[index + 1]] if index + 1 < len(names) else None
-        here = reached[stage.name]
-        funnel.append(
-            Step(
-                stage=stage.name,
-                title=stage.title,
-                people=people.get(stage.name, 0),
-                reached=here,
-                conversion=following / here if following is not None and here else None,
-                median_days=_median_days(durations.get(stage.name, [])),
+def funnel_history(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
+    """What the funnel's past says (who ever reached each stage, the median stay in each,
+    the median sales cycle): read from every stage move, so computed by a periodic job and
+    kept in `report_cache`, not on each page view."""
+    names = [s.name for s in settings.stages]
+    reached_exact = dict(
+        session.execute(
+            select(StageMove.to_stage, func.count(func.distinct(StageMove.contact_id))).group_by(
+                StageMove.to_stage
             )
-        )
+        ).all()
+    )
+    durations = _stage_durations(session, now)
     last = names[-1] if names else None
     cycle = _median_days(
         [
@@ -113,6 +97,65 @@ def overview(session: Session, settings: Settings, now: datetime) -> Overview:
             )
         ]
     )
+    return {
+        "computed_at": now.isoformat(),
+        # Anyone at a stage passed every stage before it, even when a move skipped some.
+        "reached": {
+            name: sum(reached_exact.get(later, 0) for later in names[index:])
+            for index, name in enumerate(names)
+        },
+        "median_days": {name: _median_days(durations.get(name, [])) for name in names},
+        "cycle_days": cycle,
+    }
+
+
+#: How old the cached funnel history may be before a page view computes it again.
+HISTORY_MAX_AGE = timedelta(minutes=15)
+
+
+def cached_history(database: Engine, settings: Settings, now: datetime) -> dict[str, Any]:
+    """The funnel history from `report_cache`, computed (and kept) when missing or stale."""
+    with database.connect() as connection:
+        row = connection.execute(
+            select(ReportCache.computed_at, ReportCache.data).where(ReportCache.name == "funnel")
+        ).first()
+    if row is not None and now - row.computed_at < HISTORY_MAX_AGE:
+        return dict(row.data)
+    return refresh_history(database, settings, now)
+
+
+def refresh_history(database: Engine, settings: Settings, now: datetime) -> dict[str, Any]:
+    with Session(database) as session:
+        data = funnel_history(session, settings, now)
+    with write_transaction(database) as session:
+        session.merge(ReportCache(name="funnel", computed_at=now, data=data))
+    return data
+
+
+def overview(
+    session: Session, settings: Settings, now: datetime, history: dict[str, Any]
+) -> Overview:
+    stages = list(settings.stages)
+    names = [s.name for s in stages]
+    people = dict(
+        session.execute(select(Contact.stage, func.count()).group_by(Contact.stage)).all()
+    )
+    reached = history["reached"]
+    funnel = []
+    for index, stage in enumerate(stages):
+        following = reached.get(names[index + 1], 0) if index + 1 < len(names) else None
+        here = reached.get(stage.name, 0)
+        funnel.append(
+            Step(
+                stage=stage.name,
+                title=stage.title,
+                people=people.get(stage.name, 0),
+                reached=here,
+                conversion=following / here if following is not None and here else None,
+                median_days=history["median_days"].get(stage.name),
+            )
+        )
+    cycle = history["cycle_days"]
     day = now - timedelta(days=1)
     week = now - timedelta(days=7)
     month = now - timedelta(days=30)
@@ -130,7 +173,7 @@ def overview(session: Session, settings: Settings, now: datetime) -> Overview:
             .group_by(Event.kind)
         ).all()
     )
-    machine = Event.properties["machine"].as_string()
+    machine = Event.machine
     engagement = dict(
         session.execute(
             select(Event.kind, func.count())
@@ -166,6 +209,7 @@ def overview(session: Session, settings: Settings, now: datetime) -> Overview:
         clicks_week=engagement.get("email_clicked", 0),
         machine_week=machines or 0,
         sends_per_day=_sends_per_day(session, now, 14),
+        history_at=history["computed_at"],
     )
 
 
@@ -217,14 +261,18 @@ def _cost_per_lead(
 
 def _sends_per_day(session: Session, now: datetime, days: int) -> list[tuple[str, int]]:
     start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    counts: Counter[str] = Counter()
-    for (at,) in session.execute(
-        select(Message.sent_at).where(Message.status == SENT, Message.sent_at >= start)
-    ):
-        counts[at.date().isoformat()] += 1
+    day = func.date(Message.sent_at)
+    counts = {
+        str(key): n
+        for key, n in session.execute(
+            select(day, func.count())
+            .where(Message.sent_at >= start, Message.status == SENT)
+            .group_by(day)
+        )
+    }
     return [
-        (day, counts.get(day, 0))
-        for day in ((start + timedelta(days=n)).date().isoformat() for n in range(days))
+        (key, counts.get(key, 0))
+        for key in ((start + timedelta(days=n)).date().isoformat() for n in range(days))
     ]
 
 
@@ -251,13 +299,19 @@ def find_contacts(
     statement: Select[Any] = select(Contact)
     text = query.strip().lower()
     if text:
-        pattern = f"{_escape(text)}%"
+        # Prefix ranges, which the email index and the lower(...) indexes serve.
+        end = text[:-1] + chr(ord(text[-1]) + 1)
         statement = statement.where(
             or_(
-                Contact.email.like(pattern, escape="\\"),
-                func.lower(Contact.first_name).like(pattern, escape="\\"),
-                func.lower(Contact.last_name).like(pattern, escape="\\"),
-                func.lower(Contact.company).like(pattern, escape="\\"),
+                *(
+                    and_(column >= text, column < end)
+                    for column in (
+                        Contact.email,
+                        func.lower(Contact.first_name),
+                        func.lower(Contact.last_name),
+                        func.lower(Contact.company),
+                    )
+                )
             )
         )
     if stage:
@@ -279,10 +333,6 @@ def find_contacts(
         )
     )
     return Page(rows, total, page, pages)
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @dataclass(frozen=True)
@@ -386,7 +436,7 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
         .join(Message, Message.id == Event.message_id)
         .where(
             Event.kind.in_(("email_opened", "email_clicked", "unsubscribed", "hard_bounced")),
-            Event.properties["machine"].as_string().is_(None),
+            Event.machine.is_(None),
         )
         .group_by(Message.workflow, Message.step_key, Event.kind)
     ):

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from nurture import jobs
 from nurture.handoffs import deliver_handoffs
 from nurture.notices import deliver_notices
+from nurture.reports import refresh_history
 from nurture.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,13 @@ def drain(runtime: Runtime, stop: threading.Event, idle: float = 0.05) -> None:
             stop.wait(idle)
 
 
+def reports_job(runtime: Runtime) -> None:
+    """Renew the dashboard's funnel history, so no page view has to count it."""
+    with jobs.cluster_once(runtime.database, "reports") as mine:
+        if mine:
+            refresh_history(runtime.database, runtime.project.settings, runtime.clock.now())
+
+
 def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
     """The dispatch tick, every `tick_seconds`; a run still going makes the next one wait."""
     woken = runtime.dispatcher.wake_waiting()
@@ -106,6 +114,7 @@ def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
     for job, every, name in (
         (outgoing_job, {"seconds": runtime.project.settings.tick_seconds}, "outgoing"),
         (recycle_job, {"hours": 1}, "recycle"),
+        (reports_job, {"minutes": 5}, "reports"),
         (decay_job, {"hours": 24}, "decay"),
     ):
         scheduler.add_job(

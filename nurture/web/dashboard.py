@@ -24,6 +24,7 @@ from nurture.explain import explain
 from nurture.feedback import move_stage, set_paused, suppress
 from nurture.models import Contact, Enrollment, Suppression
 from nurture.reports import (
+    cached_history,
     find_contacts,
     overview,
     planned,
@@ -47,8 +48,10 @@ def _runtime() -> Runtime:
 @login_required
 def overview_page() -> str:
     runtime = _runtime()
+    settings, now = runtime.project.settings, runtime.clock.now()
+    history = cached_history(runtime.database, settings, now)
     with sessions(runtime.database)() as db:
-        data = overview(db, runtime.project.settings, runtime.clock.now())
+        data = overview(db, settings, now, history)
     return render_template("overview.html", data=data, settings=runtime.project.settings)
 
 
