@@ -58,6 +58,7 @@ class Overview:
     machine_week: int
     sends_per_day: list[tuple[str, int]] = field(default_factory=list)
     history_at: str = ""
+    moves_per_day: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def bounce_rate(self) -> float:
@@ -210,6 +211,7 @@ def overview(
         machine_week=machines or 0,
         sends_per_day=_sends_per_day(session, now, 14),
         history_at=history["computed_at"],
+        moves_per_day=_per_day(session, StageMove.at, now, 14),
     )
 
 
@@ -260,20 +262,37 @@ def _cost_per_lead(
 
 
 def _sends_per_day(session: Session, now: datetime, days: int) -> list[tuple[str, int]]:
+    return _per_day(session, Message.sent_at, now, days, Message.status == SENT)
+
+
+def _per_day(
+    session: Session, column: Any, now: datetime, days: int, *where: Any
+) -> list[tuple[str, int]]:
+    """Rows per UTC day over the last `days` days, oldest first, days with none included."""
     start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    day = func.date(Message.sent_at)
+    day = func.date(column)
     counts = {
         str(key): n
         for key, n in session.execute(
-            select(day, func.count())
-            .where(Message.sent_at >= start, Message.status == SENT)
-            .group_by(day)
+            select(day, func.count()).where(column >= start, *where).group_by(day)
         )
     }
     return [
         (key, counts.get(key, 0))
         for key in ((start + timedelta(days=n)).date().isoformat() for n in range(days))
     ]
+
+
+def score_history(session: Session, contact_id: int) -> dict[str, list[tuple[datetime, float]]]:
+    """Each axis's value after every change, oldest first: fit and engagement over time."""
+    out: dict[str, list[tuple[datetime, float]]] = {"fit": [], "engagement": []}
+    for axis, at, value in session.execute(
+        select(ScoreChange.axis, ScoreChange.at, ScoreChange.value_after)
+        .where(ScoreChange.contact_id == contact_id)
+        .order_by(ScoreChange.at, ScoreChange.id)
+    ):
+        out.setdefault(axis, []).append((at, value))
+    return out
 
 
 @dataclass(frozen=True)

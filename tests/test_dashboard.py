@@ -119,6 +119,7 @@ def test_the_overview_numbers_match_the_database(client: FlaskClient, runtime: R
     assert per_stage["sql"] == 1
     assert 'data-test="sent-today">0<' in page
     assert "<svg" in page and "cdn" not in page.lower() and "<script" not in page
+    assert 'aria-label="Stage moves per day"' in page and 'aria-label="Funnel"' in page
 
 
 def test_contacts_search_filters_and_survives_hostile_input(client: FlaskClient) -> None:
@@ -166,6 +167,7 @@ def test_pause_resume_do_not_contact_and_stage_moves_show_in_the_timeline(
     page = client.get(path).get_data(as_text=True)
     assert "meeting_booked" in page and "event meeting_booked" in page
     assert "guide-nurture" in page  # the plan, in explain's words
+    assert 'aria-label="fit over time"' in page and 'aria-label="engagement over time"' in page
     client.post(f"{path}/action", data={"action": "pause", "csrf_token": csrf(client, path)})
     page = client.get(path).get_data(as_text=True)
     assert contact(runtime, "ana@acme.example").paused

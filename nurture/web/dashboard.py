@@ -28,6 +28,7 @@ from nurture.reports import (
     find_contacts,
     overview,
     planned,
+    score_history,
     timeline,
     unknown_messages,
     workflow_stats,
@@ -97,6 +98,7 @@ def contact_page(contact_id: int) -> str:
     with sessions(runtime.database)() as db:
         contact = _contact(db, contact_id)
         entries = timeline(db, contact_id)
+        scores = score_history(db, contact_id)
         enrollments = list(
             db.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id))
         )
@@ -110,6 +112,7 @@ def contact_page(contact_id: int) -> str:
         suppressed=suppressed,
         plan=explain(runtime, contact.email),
         stages=runtime.project.settings.stage_names,
+        scores=scores,
     )
 
 
