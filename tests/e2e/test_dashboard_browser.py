@@ -105,6 +105,8 @@ def test_a_marketer_logs_in_reads_the_funnel_finds_a_contact_and_pauses_it(
 ) -> None:
     url, email, password, database = demo
     p = page
+    dialogs: list[str] = []
+    p.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     p.goto(url)
     assert "/login" in p.url
     shot(p, "01-login")
@@ -135,6 +137,8 @@ def test_a_marketer_logs_in_reads_the_funnel_finds_a_contact_and_pauses_it(
     p.fill("input[name=q]", "<script>alert('x')</script>' OR 1=1 --")
     p.click("button:has-text('Search')")
     assert p.locator("[data-test=total]").inner_text() == "0 contacts"
+    assert p.locator("input[name=q]").input_value().startswith("<script>")  # shown as text
+    assert dialogs == []  # the script in the search did not run
     p.fill("input[name=q]", someone.email)
     p.click("button:has-text('Search')")
     shot(p, "03-contacts")
