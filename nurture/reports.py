@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -363,50 +364,44 @@ class Entry:
 
 
 def timeline(session: Session, contact_id: int, limit: int = 200) -> list[Entry]:
-    """Events, emails, score changes and stage moves, newest first, each with its reason."""
+    """Events, emails, score changes, stage moves and deferrals, newest first, each with its
+    reason."""
+    sources: list[tuple[Any, Any, Callable[[Any], Entry]]] = [
+        (
+            Event,
+            Event.occurred_at,
+            lambda e: Entry(e.occurred_at, "event", e.kind, _props(e.properties)),
+        ),
+        (
+            Message,
+            Message.sent_at,
+            lambda m: Entry(
+                m.sent_at, "email", f"{m.content_id} ({m.phase})", f"{m.status}: {m.subject}"
+            ),
+        ),
+        (
+            ScoreChange,
+            ScoreChange.at,
+            lambda c: Entry(
+                c.at, "score", f"{c.axis} {c.points:+.1f} → {c.value_after:.1f}", c.rule
+            ),
+        ),
+        (
+            StageMove,
+            StageMove.at,
+            lambda m: Entry(m.at, "stage", f"{m.from_stage or '—'} → {m.to_stage}", m.reason),
+        ),
+        (
+            Deferral,
+            Deferral.at,
+            lambda d: Entry(d.at, "deferral", f"{d.content_id} held", d.reason),
+        ),
+    ]
     entries = [
-        Entry(e.occurred_at, "event", e.kind, _props(e.properties))
-        for e in session.scalars(
-            select(Event)
-            .where(Event.contact_id == contact_id)
-            .order_by(Event.occurred_at.desc())
-            .limit(limit)
-        )
-    ]
-    entries += [
-        Entry(m.sent_at, "email", f"{m.content_id} ({m.phase})", f"{m.status}: {m.subject}")
-        for m in session.scalars(
-            select(Message)
-            .where(Message.contact_id == contact_id)
-            .order_by(Message.sent_at.desc())
-            .limit(limit)
-        )
-    ]
-    entries += [
-        Entry(c.at, "score", f"{c.axis} {c.points:+.1f} → {c.value_after:.1f}", c.rule)
-        for c in session.scalars(
-            select(ScoreChange)
-            .where(ScoreChange.contact_id == contact_id)
-            .order_by(ScoreChange.at.desc())
-            .limit(limit)
-        )
-    ]
-    entries += [
-        Entry(m.at, "stage", f"{m.from_stage or '—'} → {m.to_stage}", m.reason)
-        for m in session.scalars(
-            select(StageMove)
-            .where(StageMove.contact_id == contact_id)
-            .order_by(StageMove.at.desc())
-            .limit(limit)
-        )
-    ]
-    entries += [
-        Entry(d.at, "deferral", f"{d.content_id} held", d.reason)
-        for d in session.scalars(
-            select(Deferral)
-            .where(Deferral.contact_id == contact_id)
-            .order_by(Deferral.at.desc())
-            .limit(limit)
+        entry(row)
+        for model, when, entry in sources
+        for row in session.scalars(
+            select(model).where(model.contact_id == contact_id).order_by(when.desc()).limit(limit)
         )
     ]
     return sorted(entries, key=lambda e: e.at, reverse=True)[:limit]
