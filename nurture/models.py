@@ -146,6 +146,7 @@ class StageMove(Base):
     __table_args__ = (
         Index("ix_stage_moves_contact_at", "contact_id", "at"),
         Index("ix_stage_moves_to_stage", "to_stage", "contact_id"),
+        Index("ix_stage_moves_at", "at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

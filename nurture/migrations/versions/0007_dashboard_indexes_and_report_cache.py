@@ -43,6 +43,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("stage_moves", schema=None) as batch_op:
         batch_op.create_index("ix_stage_moves_to_stage", ["to_stage", "contact_id"], unique=False)
+        batch_op.create_index("ix_stage_moves_at", ["at"], unique=False)
     for column in ("first_name", "last_name", "company"):
         op.create_index(f"ix_contacts_{column}_lower", "contacts", [sa.text(f"lower({column})")])
 
@@ -54,6 +55,7 @@ def downgrade() -> None:
     for column in ("first_name", "last_name", "company"):
         op.drop_index(f"ix_contacts_{column}_lower", table_name="contacts")
     with op.batch_alter_table("stage_moves", schema=None) as batch_op:
+        batch_op.drop_index("ix_stage_moves_at")
         batch_op.drop_index("ix_stage_moves_to_stage")
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
