@@ -40,8 +40,8 @@ CHUNK = 50_000
 KINDS = ["page_visited"] * 5 + ["email_opened"] * 3 + ["email_clicked"] * 2
 
 
-def build(root: Path, contacts: int, events: int) -> None:
-    rt = open_runtime(root, clock=FixedClock(NOW))
+def build(root: Path, database: Path, contacts: int, events: int) -> None:
+    rt = open_runtime(root, clock=FixedClock(NOW), database=str(database))
     started = time.perf_counter()
     seed_leads(rt.database, contacts, NOW - timedelta(days=90))
     rng = random.Random(1)
@@ -140,11 +140,16 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--requests", type=int, default=7)
+    parser.add_argument(
+        "--keep", type=Path, help="Build the database into this file, or reuse it if it exists."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = copy_project(REPO, Path(tmp) / "project")
-        build(root, args.contacts, args.events)
-        rt = open_runtime(root, clock=FixedClock(NOW))
+        database = args.keep or root / "nurture.db"
+        if not database.exists():
+            build(root, database, args.contacts, args.events)
+        rt = open_runtime(root, clock=FixedClock(NOW), database=str(database))
         started = time.perf_counter()
         refresh_history(rt.database, rt.project.settings, NOW)
         history = time.perf_counter() - started

@@ -30,6 +30,8 @@ from nurture.models import (
 #: Above this share of complaints, inbox providers start to refuse a sender (Gmail, Yahoo).
 COMPLAINT_LINE = 0.003
 PAGE_SIZE = 50
+#: Up to this many matches, a search pages through their ids rather than through all contacts.
+FEW = 5000
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,9 @@ class Overview:
 
 
 def funnel_history(session: Session, settings: Settings, now: datetime) -> dict[str, Any]:
-    """What the funnel's past says (who ever reached each stage, the median stay in each,
-    the median sales cycle): read from every stage move, so computed by a periodic job and
-    kept in `report_cache`, not on each page view."""
+    """What the past weeks say (who ever reached each stage, the median stay in each, the
+    median sales cycle, sends, deliverability, engagement): read from millions of rows, so
+    computed by a periodic job and kept in `report_cache`, not on each page view."""
     names = [s.name for s in settings.stages]
     reached_exact = dict(
         session.execute(
@@ -100,6 +102,7 @@ def funnel_history(session: Session, settings: Settings, now: datetime) -> dict[
         ]
     )
     return {
+        "version": HISTORY_VERSION,
         "computed_at": now.isoformat(),
         # Anyone at a stage passed every stage before it, even when a move skipped some.
         "reached": {
@@ -108,10 +111,12 @@ def funnel_history(session: Session, settings: Settings, now: datetime) -> dict[
         },
         "median_days": {name: _median_days(durations.get(name, [])) for name in names},
         "cycle_days": cycle,
+        **_activity(session, now),
     }
 
 
 #: How old the cached funnel history may be before a page view computes it again.
+HISTORY_VERSION = 2
 HISTORY_MAX_AGE = timedelta(minutes=15)
 
 
@@ -121,7 +126,11 @@ def cached_history(database: Engine, settings: Settings, now: datetime) -> dict[
         row = connection.execute(
             select(ReportCache.computed_at, ReportCache.data).where(ReportCache.name == "funnel")
         ).first()
-    if row is not None and now - row.computed_at < HISTORY_MAX_AGE:
+    if (
+        row is not None
+        and now - row.computed_at < HISTORY_MAX_AGE
+        and row.data.get("version") == HISTORY_VERSION
+    ):
         return dict(row.data)
     return refresh_history(database, settings, now)
 
@@ -160,7 +169,6 @@ def overview(
     cycle = history["cycle_days"]
     day = now - timedelta(days=1)
     week = now - timedelta(days=7)
-    month = now - timedelta(days=30)
     sent = select(func.count()).select_from(Message).where(Message.status == SENT)
     deferred = Counter[str]()
     for rules, count in session.execute(
@@ -168,6 +176,31 @@ def overview(
     ):
         for rule in rules.split(","):
             deferred[rule.strip()] += count
+    return Overview(
+        funnel=funnel,
+        disqualified=people.get(DISQUALIFIED, 0),
+        cycle_days=cycle,
+        cost_per_lead=_cost_per_lead(session, settings),
+        sent_today=session.scalar(sent.where(Message.sent_at >= day)) or 0,
+        sent_week=session.scalar(sent.where(Message.sent_at >= week)) or 0,
+        deferred_week=dict(deferred.most_common()),
+        delivered_month=history["delivered_month"],
+        bounces_month=history["bounces_month"],
+        complaints_month=history["complaints_month"],
+        opens_week=history["opens_week"],
+        clicks_week=history["clicks_week"],
+        machine_week=history["machine_week"],
+        sends_per_day=[tuple(pair) for pair in history["sends_per_day"]],
+        history_at=history["computed_at"],
+        moves_per_day=[tuple(pair) for pair in history["moves_per_day"]],
+    )
+
+
+def _activity(session: Session, now: datetime) -> dict[str, Any]:
+    """Sends, deliverability and engagement over the last weeks: counted over many rows, so
+    kept with the funnel history."""
+    week = now - timedelta(days=7)
+    month = now - timedelta(days=30)
     kinds = dict(
         session.execute(
             select(Event.kind, func.count())
@@ -175,14 +208,13 @@ def overview(
             .group_by(Event.kind)
         ).all()
     )
-    machine = Event.machine
     engagement = dict(
         session.execute(
             select(Event.kind, func.count())
             .where(
                 Event.occurred_at >= week,
                 Event.kind.in_(("email_opened", "email_clicked")),
-                machine.is_(None),
+                Event.machine.is_(None),
             )
             .group_by(Event.kind)
         ).all()
@@ -193,27 +225,24 @@ def overview(
         .where(
             Event.occurred_at >= week,
             Event.kind.in_(("email_opened", "email_clicked")),
-            machine.is_not(None),
+            Event.machine.is_not(None),
         )
     )
-    return Overview(
-        funnel=funnel,
-        disqualified=people.get(DISQUALIFIED, 0),
-        cycle_days=cycle,
-        cost_per_lead=_cost_per_lead(session, settings),
-        sent_today=session.scalar(sent.where(Message.sent_at >= day)) or 0,
-        sent_week=session.scalar(sent.where(Message.sent_at >= week)) or 0,
-        deferred_week=dict(deferred.most_common()),
-        delivered_month=session.scalar(sent.where(Message.sent_at >= month)) or 0,
-        bounces_month=kinds.get("hard_bounced", 0),
-        complaints_month=kinds.get("complained", 0),
-        opens_week=engagement.get("email_opened", 0),
-        clicks_week=engagement.get("email_clicked", 0),
-        machine_week=machines or 0,
-        sends_per_day=_sends_per_day(session, now, 14),
-        history_at=history["computed_at"],
-        moves_per_day=_per_day(session, StageMove.at, now, 14),
+    delivered = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .where(Message.status == SENT, Message.sent_at >= month)
     )
+    return {
+        "delivered_month": delivered or 0,
+        "bounces_month": kinds.get("hard_bounced", 0),
+        "complaints_month": kinds.get("complained", 0),
+        "opens_week": engagement.get("email_opened", 0),
+        "clicks_week": engagement.get("email_clicked", 0),
+        "machine_week": machines or 0,
+        "sends_per_day": _sends_per_day(session, now, 14),
+        "moves_per_day": _per_day(session, StageMove.at, now, 14),
+    }
 
 
 def _stage_durations(session: Session, now: datetime) -> dict[str, list[timedelta]]:
@@ -347,11 +376,21 @@ def find_contacts(
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(page, 1), pages)
-    rows = list(
-        session.scalars(
-            statement.order_by(Contact.id.desc()).limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)
+    offset = (page - 1) * PAGE_SIZE
+    if text and total <= FEW:
+        # Few matches: take their ids through the search indexes, then the page by id. Asked
+        # in id order at once, a database walks every contact to find the few.
+        ids = sorted(session.scalars(statement.with_only_columns(Contact.id)), reverse=True)
+        chosen = ids[offset : offset + PAGE_SIZE]
+        rows = list(
+            session.scalars(
+                select(Contact).where(Contact.id.in_(chosen)).order_by(Contact.id.desc())
+            )
         )
-    )
+    else:
+        rows = list(
+            session.scalars(statement.order_by(Contact.id.desc()).limit(PAGE_SIZE).offset(offset))
+        )
     return Page(rows, total, page, pages)
 
 
