@@ -340,7 +340,9 @@ def find_contacts(
     stage: str | None = None,
     workflow: str | None = None,
     fit_min: float | None = None,
+    fit_max: float | None = None,
     engagement_min: float | None = None,
+    engagement_max: float | None = None,
     page: int = 1,
 ) -> Page:
     """Contacts whose email, name or company starts with `query` (or contains it, for an
@@ -371,8 +373,12 @@ def find_contacts(
         )
     if fit_min is not None:
         statement = statement.where(Contact.fit >= fit_min)
+    if fit_max is not None:
+        statement = statement.where(Contact.fit <= fit_max)
     if engagement_min is not None:
         statement = statement.where(Contact.engagement >= engagement_min)
+    if engagement_max is not None:
+        statement = statement.where(Contact.engagement <= engagement_max)
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(page, 1), pages)

@@ -126,6 +126,10 @@ def test_contacts_search_filters_and_survives_hostile_input(client: FlaskClient)
     log_in(client)
     found = client.get("/contacts?q=acme").get_data(as_text=True)
     assert "ana@acme.example" in found and "bo@beta.example" not in found
+    fits = client.get("/contacts?fit=50&fit_max=60").get_data(as_text=True)
+    assert "ana@acme.example" in fits and "bo@beta.example" not in fits  # fit 55 and 0
+    low = client.get("/contacts?fit_max=10").get_data(as_text=True)
+    assert "bo@beta.example" in low and "ana@acme.example" not in low
     by_stage = client.get("/contacts?stage=sql").get_data(as_text=True)
     assert "ana@acme.example" in by_stage and "bo@beta.example" not in by_stage
     for hostile in [

@@ -78,7 +78,9 @@ def contacts_page() -> str:
             stage=stage if stage in settings.stage_names else None,
             workflow=workflow if workflow in runtime.project.workflows else None,
             fit_min=_number("fit"),
+            fit_max=_number("fit_max"),
             engagement_min=_number("engagement"),
+            engagement_max=_number("engagement_max"),
             page=int(_number("page") or 1),
         )
     return render_template(
