@@ -13,7 +13,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from nurture.clock import FixedClock
+from nurture.handoffs import SECRET_ENV
 from nurture.runtime import Runtime, open_runtime
+from tests.helpers import configure_handoff
+from tests.receiver import Receiver
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_ENV = "NURTURE_TEST_POSTGRES_URL"
@@ -96,3 +99,30 @@ def sqlite_runtime(project_dir: Path, clock: FixedClock, tmp_path: Path) -> Iter
     rt = open_runtime(project_dir, clock=clock, database=f"sqlite:///{tmp_path / 'nurture.db'}")
     yield rt
     rt.database.dispose()
+
+
+#: The hand-off webhook's secret in tests.
+HANDOFF_SECRET = "test-handoff-secret"
+
+
+@pytest.fixture
+def crm() -> Iterator[Receiver]:
+    """A CRM's webhook receiver on loopback."""
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def crm_runtime(
+    project_dir: Path,
+    clock: FixedClock,
+    database_url: str,
+    crm: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Runtime]:
+    """The example project with its hand-off webhook pointed at `crm`."""
+    monkeypatch.setenv(SECRET_ENV, HANDOFF_SECRET)
+    configure_handoff(project_dir, crm.url)
+    runtime = open_runtime(project_dir, clock=clock, database=database_url)
+    yield runtime
+    runtime.database.dispose()

@@ -5,7 +5,6 @@ left behind are cancelled."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from nurture.models import (
 )
 from nurture.problems import ProjectError
 from nurture.runtime import Runtime, open_runtime
+from tests.conftest import HANDOFF_SECRET
 from tests.helpers import (
     PROFILE,
     add_contact,
@@ -39,28 +39,10 @@ from tests.helpers import (
 )
 from tests.receiver import Receiver
 
-SECRET = "test-handoff-secret"
-
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
-
-
-@pytest.fixture
-def rt(
-    project_dir: Path,
-    clock: FixedClock,
-    database_url: str,
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Runtime]:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    configure_handoff(project_dir, receiver.url)
-    runtime = open_runtime(project_dir, clock=clock, database=database_url)
-    yield runtime
-    runtime.database.dispose()
+def rt(crm_runtime: Runtime) -> Runtime:
+    return crm_runtime
 
 
 def later(rt: Runtime, **delta: float) -> None:
@@ -83,7 +65,7 @@ def test_a_webhook_url_without_a_secret_does_not_start(
 
 
 def test_reaching_sql_posts_one_signed_webhook_and_notes_the_owner(
-    rt: Runtime, receiver: Receiver
+    rt: Runtime, crm: Receiver
 ) -> None:
     add_contact(
         rt, "ana@acme.example", **PROFILE, owner="marc@keel-retention.example", company="Acme"
@@ -96,12 +78,14 @@ def test_reaching_sql_posts_one_signed_webhook_and_notes_the_owner(
     run_periodic(rt, posted)
     later(rt, minutes=10)
     run_periodic(rt, rt.clock.now())
-    [hit] = receiver.received
+    [hit] = crm.received
     signature = hit.headers["X-Nurture-Signature"]
-    assert verify(SECRET, signature, hit.body, posted)
+    assert verify(HANDOFF_SECRET, signature, hit.body, posted)
     assert not verify("another-secret", signature, hit.body, posted)
-    assert not verify(SECRET, signature, hit.body + b" ", posted)
-    assert not verify(SECRET, signature, hit.body, rt.clock.now())  # a replay, 10 minutes on
+    assert not verify(HANDOFF_SECRET, signature, hit.body + b" ", posted)
+    assert not verify(
+        HANDOFF_SECRET, signature, hit.body, rt.clock.now()
+    )  # a replay, 10 minutes on
     assert hit.headers["X-Nurture-Delivery"] == str(handoff.id)
     payload = json.loads(hit.body)
     assert payload["type"] == "contact.handed_off" and payload["stage"] == "sql"
@@ -116,24 +100,24 @@ def test_reaching_sql_posts_one_signed_webhook_and_notes_the_owner(
 
 
 def test_a_failing_receiver_is_retried_with_backoff_and_every_attempt_recorded(
-    rt: Runtime, receiver: Receiver
+    rt: Runtime, crm: Receiver
 ) -> None:
-    receiver.failures = 2
+    crm.failures = 2
     add_contact(rt, "ana@acme.example", **PROFILE)
     event(rt, "ana@acme.example", "meeting_booked")
     start = rt.clock.now()
     run_periodic(rt, rt.clock.now())  # 503
     later(rt, seconds=30)
     run_periodic(rt, rt.clock.now())  # not due yet: the first wait is 1 minute
-    assert len(receiver.received) == 1
+    assert len(crm.received) == 1
     later(rt, seconds=31)
     run_periodic(rt, rt.clock.now())  # 503; next wait 2 minutes
     later(rt, minutes=2)
     run_periodic(rt, rt.clock.now())  # 200
     later(rt, hours=1)
     run_periodic(rt, rt.clock.now())
-    assert len(receiver.received) == 3
-    assert len({r.headers["X-Nurture-Delivery"] for r in receiver.received}) == 1
+    assert len(crm.received) == 3
+    assert len({r.headers["X-Nurture-Delivery"] for r in crm.received}) == 1
     attempts = rows(rt, HandoffAttempt)
     assert [a.status_code for a in attempts] == [503, 503, 200]
     assert [a.at - start for a in attempts] == [
@@ -145,9 +129,9 @@ def test_a_failing_receiver_is_retried_with_backoff_and_every_attempt_recorded(
 
 
 def test_a_receiver_that_never_answers_is_given_up_after_the_retries(
-    rt: Runtime, receiver: Receiver
+    rt: Runtime, crm: Receiver
 ) -> None:
-    receiver.failures = 100
+    crm.failures = 100
     add_contact(rt, "ana@acme.example", **PROFILE)
     event(rt, "ana@acme.example", "meeting_booked")
     for _ in range(12):
@@ -155,7 +139,7 @@ def test_a_receiver_that_never_answers_is_given_up_after_the_retries(
         later(rt, hours=6)
     [handoff] = rows(rt, Handoff)
     assert handoff.status == "failed" and handoff.attempts == 9  # the first try and 8 retries
-    assert len(receiver.received) == 9
+    assert len(crm.received) == 9
 
 
 def test_end_nurture_ends_every_workflow_at_the_handoff(

@@ -21,37 +21,20 @@ from nurture.apikeys import create_key
 from nurture.cli import main
 from nurture.clock import FixedClock
 from nurture.db import sessions
-from nurture.handoffs import SECRET_ENV, verify
+from nurture.handoffs import verify
 from nurture.jobs import run_periodic
 from nurture.models import Message, StageMove
-from nurture.runtime import Runtime, open_runtime
+from nurture.runtime import Runtime
 from nurture.web import create_app
-from tests.helpers import configure_handoff, outbox, parse_eml, write
+from tests.conftest import HANDOFF_SECRET
+from tests.helpers import outbox, parse_eml, write
 from tests.receiver import Receiver
 from tests.smtp_server import free_port
 
-SECRET = "scenario-secret"
-
 
 @pytest.fixture
-def crm() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
-
-
-@pytest.fixture
-def rt(
-    project_dir: Path,
-    clock: FixedClock,
-    database_url: str,
-    crm: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Runtime]:
-    monkeypatch.setenv(SECRET_ENV, SECRET)
-    configure_handoff(project_dir, crm.url)
-    runtime = open_runtime(project_dir, clock=clock, database=database_url)
-    yield runtime
-    runtime.database.dispose()
+def rt(crm_runtime: Runtime) -> Runtime:
+    return crm_runtime
 
 
 @pytest.fixture
@@ -162,7 +145,10 @@ def test_from_import_to_sales(
     from datetime import UTC, datetime
 
     assert verify(
-        SECRET, hit.headers["X-Nurture-Signature"], hit.body, datetime.fromtimestamp(signed_at, UTC)
+        HANDOFF_SECRET,
+        hit.headers["X-Nurture-Signature"],
+        hit.body,
+        datetime.fromtimestamp(signed_at, UTC),
     )
     notes = [parse_eml(p) for p in outbox(rt) if "notice" in p.name]
     assert [n["To"] for n in notes] == ["sales@keel-retention.example"]
