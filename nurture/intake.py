@@ -173,7 +173,8 @@ def _score_plain(
         scored_objects=person.scored,
         scored_today=today,
     )
-    engagement = current_engagement(person, settings, now) + sum(c.points for c in changes)
+    before = current_engagement(person, settings, now)
+    engagement = before + sum(c.points for c in changes)
     after = {**variables, "engagement": engagement} if changes else variables
     if next_stage(settings.stages, settings.disqualify, person.stage, after, item.kind):
         return False
@@ -181,7 +182,7 @@ def _score_plain(
         return False
     pending.events.append(event_row)
     index = len(pending.events) - 1
-    running = current_engagement(person, settings, now)
+    running = before
     for change in changes:
         running += change.points
         pending.changes.append(

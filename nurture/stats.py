@@ -3,7 +3,6 @@ and how many people (not machines) opened and clicked."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -39,29 +38,27 @@ def content_stats(session: Session) -> list[Line]:
             .group_by(Message.content_id, Message.subject_variant)
         )
     }
-    engaged: dict[tuple[str, int | None, str], set[int]] = defaultdict(set)
-    rows = session.execute(
-        select(
-            Message.content_id,
-            Message.subject_variant,
-            Event.message_id,
-            Event.kind,
-            Event.properties,
+    engaged = {
+        (content, variant, kind): count
+        for content, variant, kind, count in session.execute(
+            select(
+                Message.content_id,
+                Message.subject_variant,
+                Event.kind,
+                func.count(func.distinct(Event.message_id)),
+            )
+            .join(Message, Message.id == Event.message_id)
+            .where(Event.kind.in_(("email_opened", "email_clicked")), Event.machine.is_(None))
+            .group_by(Message.content_id, Message.subject_variant, Event.kind)
         )
-        .join(Message, Message.id == Event.message_id)
-        .where(Event.kind.in_(("email_opened", "email_clicked")))
-        .execution_options(yield_per=5000)
-    )
-    for content, variant, message_id, kind, properties in rows:
-        if not (properties or {}).get("machine"):
-            engaged[(content, variant, kind)].add(message_id)
+    }
     return [
         Line(
             content,
             variant,
             count,
-            len(engaged[(content, variant, "email_opened")]),
-            len(engaged[(content, variant, "email_clicked")]),
+            engaged.get((content, variant, "email_opened"), 0),
+            engaged.get((content, variant, "email_clicked"), 0),
         )
         for (content, variant), count in sorted(
             sent.items(), key=lambda item: (item[0][0], item[0][1] or 0)
