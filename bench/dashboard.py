@@ -121,7 +121,7 @@ def build(root: Path, database: Path, contacts: int, events: int) -> None:
             session.execute(insert(Event), rows)
     print(f"events: {time.perf_counter() - started:.0f}s", flush=True)
     with write_transaction(rt.database) as session:
-        create_user(session, "bench@nurture.local", "a bench password, long enough", NOW)
+        create_user(session, "bench@nurture.example", "a bench password, long enough", NOW)
     rt.database.dispose()
 
 
@@ -158,7 +158,7 @@ def main() -> None:
         client = app.test_client()
         login = client.post(
             "/login",
-            data={"email": "bench@nurture.local", "password": "a bench password, long enough"},
+            data={"email": "bench@nurture.example", "password": "a bench password, long enough"},
         )
         assert login.status_code == 302
         pages = {

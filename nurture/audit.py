@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.config import Settings
-from nurture.models import Contact, Message, StageMove, Suppression
+from nurture.models import Contact, Enrollment, Message, StageMove, Suppression
 from nurture.pacing import Policy
 
 
@@ -175,3 +175,29 @@ def _stage_at(history: list[tuple[datetime, str]], instant: datetime) -> str | N
             break
         stage = to_stage
     return stage
+
+
+def stranded(session: Session) -> list[str]:
+    """Enrollments without a state reason: every one is due (active with a time), waiting
+    or paused with a reason, or ended with one. Anyone else was dropped silently."""
+    found = []
+    for row in session.execute(
+        select(
+            Enrollment.id,
+            Enrollment.workflow,
+            Enrollment.status,
+            Enrollment.due_at,
+            Enrollment.hold_reason,
+            Enrollment.end_reason,
+        )
+    ):
+        where = f"enrollment {row.id} ({row.workflow})"
+        if row.status == "active" and row.due_at is None:
+            found.append(f"{where}: active but due at no time")
+        elif row.status in ("waiting", "paused") and not row.hold_reason:
+            found.append(f"{where}: {row.status} without a reason")
+        elif row.status in ("completed", "exited") and not row.end_reason:
+            found.append(f"{where}: ended without a reason")
+        elif row.status not in ("active", "waiting", "paused", "completed", "exited"):
+            found.append(f"{where}: unknown status {row.status!r}")
+    return found

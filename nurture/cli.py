@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,10 +16,11 @@ import click
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture import eventtime
 from nurture.apikeys import create_key, revoke_key
 from nurture.clock import FileClock, as_utc
 from nurture.contacts import normalize_email
-from nurture.content import sample_variables
+from nurture.content import SAMPLE_UNSUBSCRIBE_URL, render_email, sample_contact
 from nurture.db import make_engine, sessions, upgrade
 from nurture.feedback import (
     Outcome,
@@ -33,12 +34,17 @@ from nurture.feedback import (
 from nurture.feedback import suppress as suppress_address
 from nurture.imports import import_csv, write_rejects
 from nurture.jobs import run_periodic
+from nurture.logs import FORMAT_ENV as LOG_FORMAT_ENV
+from nurture.logs import LEVEL_ENV as LOG_LEVEL_ENV
+from nurture.logs import LEVELS as LOG_LEVELS
+from nurture.logs import setup as setup_logs
 from nurture.models import ApiKey, Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
-from nurture.runtime import Runtime, database_url, open_runtime
+from nurture.redact import redact_text
+from nurture.runtime import Runtime, check_start, database_url, open_runtime
 from nurture.transport import NullTransport, OutboxTransport
-from nurture.users import create_user
+from nurture.users import create_user, end_sessions, find_user, set_password
 
 T = TypeVar("T")
 
@@ -66,6 +72,17 @@ def _or_exit(load: Callable[[], T]) -> T:
         sys.exit(1)
 
 
+def _address(value: str | None) -> str | None:
+    from nurture.metrics import parse_address
+
+    if value is not None:
+        try:
+            parse_address(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _pairs(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for item in values:
@@ -86,23 +103,40 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
     help="Project folder holding nurture.yaml.",
 )
 @click.option("--db", "database", help="Database URL or SQLite file (default: nurture.db).")
-@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the engine does (--log-level info).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    envvar=LOG_LEVEL_ENV,
+    help=f"debug, info, warning (the default) or error; {LOG_FORMAT_ENV}=json for JSON lines.",
+)
 @click.version_option(package_name="nurture")
 @click.pass_context
-def main(ctx: click.Context, root: Path, database: str | None, verbose: bool) -> None:
+def main(
+    ctx: click.Context, root: Path, database: str | None, verbose: bool, log_level: str | None
+) -> None:
     """Nurture contacts from first interest to a sale, paced so nobody is pestered."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        setup_logs(log_level or ("info" if verbose else "warning"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     ctx.obj = Context(root, database)
 
 
 @main.command()
 @click.pass_obj
 def validate(obj: Context) -> None:
-    """Check nurture.yaml, every workflow and every piece of content; exit 1 on any problem."""
-    project = obj.project()
+    """Check nurture.yaml, every workflow and every piece of content; exit 1 on any problem.
+
+    Warnings (a track nobody can reach, for instance) are printed and do not fail. What
+    `run` needs from the environment (NURTURE_HANDOFF_SECRET with a hand-off webhook,
+    NURTURE_SMTP_URL, the DKIM key file) is checked by the same code as `run`'s start."""
+    from nurture.reachability import warnings
+
+    project = _or_exit(lambda: check_start(obj.root))
+    for problem in warnings(project.root, project.settings, project.workflows):
+        where = f"{problem.path}:{problem.line}" if problem.line else problem.path
+        click.echo(f"{where}: warning: {problem.message}", err=True)
     click.echo(f"ok: {len(project.workflows)} workflows, {len(project.content)} pieces of content")
 
 
@@ -205,7 +239,7 @@ def run(obj: Context) -> None:
     transport = runtime.dispatcher.transport
     delivery = f"outbox {transport.directory}" if isinstance(transport, OutboxTransport) else "SMTP"
     click.echo(
-        f"nurture running: database {url}, {delivery}, a dispatch tick every "
+        f"nurture running: database {redact_text(url)}, {delivery}, a dispatch tick every "
         f"{settings.tick_seconds:g}s; links served on http://{settings.listen} "
         f"(emails point to {settings.base_url}). Ctrl-C stops."
     )
@@ -227,8 +261,17 @@ def run(obj: Context) -> None:
     help="Plan, pace, render and record, but hand no email to a transport (load tests).",
 )
 @click.option("--clock-file", type=click.Path(path_type=Path), hidden=True)
+@click.option(
+    "--metrics",
+    "metrics_address",
+    metavar="HOST:PORT",
+    callback=lambda _c, _p, value: _address(value),
+    help="Serve this worker's Prometheus /metrics there (e.g. 127.0.0.1:9108).",
+)
 @click.pass_obj
-def worker(obj: Context, dry_run: bool, clock_file: Path | None) -> None:
+def worker(
+    obj: Context, dry_run: bool, clock_file: Path | None, metrics_address: str | None
+) -> None:
     """Run the dispatch tick and the periodic jobs, serving no web pages, until SIGTERM.
 
     Start any number of them against one PostgreSQL database (NURTURE_DATABASE_URL): they
@@ -253,7 +296,13 @@ def worker(obj: Context, dry_run: bool, clock_file: Path | None) -> None:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     url = database_url(runtime.project, obj.database)
-    click.echo(f"nurture worker: database {url.split('@')[-1]}{', dry run' if dry_run else ''}")
+    shown = redact_text(url)
+    click.echo(f"nurture worker: database {shown}{', dry run' if dry_run else ''}")
+    if metrics_address:
+        from nurture.metrics import serve
+
+        serve(metrics_address, runtime.database, runtime.clock)
+        click.echo(f"metrics on http://{metrics_address}/metrics")
     if clock_file is not None:
         drain(runtime, stop)
         return
@@ -267,6 +316,64 @@ def worker(obj: Context, dry_run: bool, clock_file: Path | None) -> None:
         runtime.dispatcher.stop()  # the batch in hand is finished, no other started
         scheduler.shutdown(wait=True)
         click.echo("stopped")
+
+
+@main.command()
+@click.pass_obj
+def doctor(obj: Context) -> None:
+    """Check what makes a deployment fail, and say how to fix each: configuration, secret
+    key, database, SMTP, base URL, and the sender's domain (SPF, DKIM, DMARC, MX).
+
+    One line each: ok, warn or error. Exit 1 on any error, 0 with warnings only."""
+    from nurture.doctor import diagnose, exit_status
+
+    checks = diagnose(obj.root, obj.database)
+    for check in checks:
+        click.echo(str(check))
+    sys.exit(exit_status(checks))
+
+
+@main.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="One JSON list instead of text.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 365),
+    default=None,
+    help="Also rehearse the next N days on a copy of the (SQLite) database, old versions "
+    "against new: emails per content.",
+)
+@click.pass_obj
+def plan_(obj: Context, as_json: bool, days: int | None) -> None:
+    """What the engine will do with the people in flight when it takes up the files as
+    they are now: steps added, removed, moved, renamed; who continues, moves, finishes or
+    is held, and why. Changes nothing."""
+    from nurture.planrun import NotSupported, rehearse_edit
+    from nurture.reload import edit_plan, format_plan
+    from nurture.runtime import database_url
+
+    runtime = obj.runtime()
+    report = edit_plan(runtime.database, runtime.project)
+    rehearsal = None
+    if days is not None:
+        url = database_url(runtime.project, obj.database)
+        runtime.database.dispose()
+        try:
+            rehearsal = rehearse_edit(obj.root, url, runtime.clock.now(), days)
+        except NotSupported as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        body: Any = report
+        if rehearsal is not None:
+            body = {
+                "workflows": report,
+                "rehearsal": {"days": days, "before": rehearsal.old, "after": rehearsal.new},
+            }
+        click.echo(json.dumps(body, indent=2))
+    else:
+        for line in format_plan(report):
+            click.echo(line)
+        for line in rehearsal.lines() if rehearsal else ():
+            click.echo(line)
 
 
 @main.command()
@@ -288,6 +395,37 @@ def tick(obj: Context) -> None:
     if report.deferral_reasons:
         held = ", ".join(f"{rule} {n}" for rule, n in sorted(report.deferral_reasons.items()))
         click.echo(f"held by: {held}")
+
+
+@main.command()
+@click.option(
+    "--all", "everyone", is_flag=True, help="Rescore everyone even if the rules did not change."
+)
+@click.pass_obj
+def rescore(obj: Context, everyone: bool) -> None:
+    """Rescore everyone's fit under the current fit rules, if they changed (or --all).
+
+    Each change is in the score ledger with the rule change as its cause; the stage moves
+    that follow are recorded with theirs. A running engine does the same on its own."""
+    from nurture.jobs import RESCORE_LOCK, cluster_once
+    from nurture.rescore import contact_count, pending, rescore_all
+
+    runtime = obj.runtime()
+    now = runtime.clock.now()
+    with cluster_once(runtime.database, RESCORE_LOCK) as mine:
+        if not mine:
+            raise click.ClickException("another process is rescoring now; try again later")
+        cause = pending(runtime.database, runtime.project.settings, now, force=everyone)
+        if cause is None:
+            click.echo("fit rules unchanged: nothing to rescore (--all rescores anyway)")
+            return
+        total = contact_count(runtime.database)
+        with click.progressbar(length=total, label="rescoring", file=sys.stderr) as bar:
+            done = rescore_all(runtime.project, runtime.database, now, cause, progress=bar.update)
+    click.echo(
+        f"{done.cause}\n{done.contacts} contacts rescored: {done.changed} fits changed, "
+        f"{done.moved} stage moves"
+    )
 
 
 @main.command("import")
@@ -346,7 +484,7 @@ def import_(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for column in report.ignored_columns:
-        click.echo(f"column {column!r} ignored: not a field (use --map {column!r}=FIELD)")
+        click.echo(f"column {column!r} left out (--map {column}=)")
     click.echo(
         f"{report.created} created, {report.updated} updated, "
         f"{report.merged} duplicate rows merged, {len(report.rejected)} rejected"
@@ -357,6 +495,36 @@ def import_(
         for bad in report.rejected[:10]:
             click.echo(f"  line {bad.line}: {bad.reason}")
         click.echo(f"rejected rows with their reasons: {out}")
+
+
+@contextmanager
+def _days_bar(days: int, label: str, *, quiet: bool) -> Iterator[Callable[[float], None]]:
+    """A progress bar on stderr over the simulated days (none when `quiet`); yields the
+    callback the simulation calls with the days it has lived."""
+    if quiet:
+        yield lambda _: None
+        return
+    if not sys.stderr.isatty():  # a log, not a terminal: one line per tenth of the way
+        shown = [0]
+
+        def line(lived: float) -> None:
+            tenth = min(10, int(lived * 10 / days))
+            if tenth > shown[0]:
+                shown[0] = tenth
+                click.echo(f"{label}: day {min(days, int(lived))} of {days}", err=True)
+
+        yield line
+        line(days)
+        return
+    with click.progressbar(length=days, label=label, file=sys.stderr, show_pos=True) as bar:
+
+        def advance(lived: float) -> None:
+            done = min(days, int(lived))
+            if done > bar.pos:
+                bar.update(done - bar.pos)
+
+        yield advance
+        bar.update(days - bar.pos)
 
 
 @main.command()
@@ -384,17 +552,20 @@ def demo(obj: Context, days: int, contacts: int, port: int) -> None:
     for old in path.parent.glob("demo.db*"):
         old.unlink()
     click.echo(f"simulating {contacts} people over {days} days into {path} ...")
-    result = simulate(obj.root, days=days, contacts=contacts, seed=1, database=str(path))
+    with _days_bar(days, "simulating", quiet=False) as advance:
+        result = simulate(
+            obj.root, days=days, contacts=contacts, seed=1, database=str(path), progress=advance
+        )
     end = START + timedelta(days=days)
     runtime = open_runtime(obj.root, clock=FixedClock(end), database=str(path))
     password = random_words.token_urlsafe(12)
     with sessions(runtime.database).begin() as session:
-        create_user(session, "demo@nurture.local", password, runtime.clock.now())
+        create_user(session, "demo@nurture.example", password, runtime.clock.now())
     click.echo(
         f"{sum(result.messages_by_phase.values())} emails, "
         f"{sum(result.events.values())} events, stages {result.stages}"
     )
-    click.echo(f"dashboard: http://127.0.0.1:{port}/  login: demo@nurture.local / {password}")
+    click.echo(f"dashboard: http://127.0.0.1:{port}/  login: demo@nurture.example / {password}")
     click.echo("Ctrl-C stops.")
     waitress.serve(create_app(runtime), host="127.0.0.1", port=port, threads=4, _quiet=True)
 
@@ -417,6 +588,44 @@ def user_create(obj: Context, email: str, password: str) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"user {normalize_email(email)} created")
+
+
+@user.command("password")
+@click.argument("email")
+@click.password_option(help="Asked for when not given (12 characters or more).")
+@click.pass_obj
+def user_password(obj: Context, email: str, password: str) -> None:
+    """Set a new password for EMAIL; every session of that user ends."""
+    runtime = obj.runtime()
+    try:
+        with sessions(runtime.database).begin() as session:
+            ended = set_password(session, email, password, runtime.clock.now())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"password of {normalize_email(email)} changed; {ended} session(s) ended")
+
+
+@user.group("sessions")
+def user_sessions() -> None:
+    """Dashboard sessions (logins)."""
+
+
+@user_sessions.command("end")
+@click.argument("email", required=False)
+@click.option("--all", "everyone", is_flag=True, help="End the sessions of every user.")
+@click.pass_obj
+def user_sessions_end(obj: Context, email: str | None, everyone: bool) -> None:
+    """End every session of EMAIL (or of everybody with --all): they must log in again."""
+    if everyone == (email is not None):
+        raise click.UsageError("give EMAIL or --all (one of them)")
+    runtime = obj.runtime()
+    try:
+        with sessions(runtime.database).begin() as session:
+            user_id = find_user(session, email).id if email is not None else None
+            ended = end_sessions(session, runtime.clock.now(), user_id=user_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{ended} session(s) ended")
 
 
 @main.group()
@@ -476,7 +685,7 @@ def db_upgrade(obj: Context) -> None:
     project = obj.project()
     url = database_url(project, obj.database)
     upgrade(make_engine(url))
-    click.echo(f"database up to date: {url}")
+    click.echo(f"database up to date: {redact_text(url)}")
 
 
 @main.group()
@@ -675,6 +884,10 @@ def event(
     """Record an engagement event: nurture event ana@acme.com page_visited url=/pricing"""
     runtime = obj.runtime()
     occurred_at = as_utc(at) if at else None
+    if occurred_at is not None:
+        found = eventtime.problem(occurred_at, runtime.clock.now())
+        if found is not None:
+            raise click.BadParameter(f"{at:%Y-%m-%dT%H:%M:%S} {found}", param_hint="--at")
     _report(
         runtime,
         lambda session, now: record_event(
@@ -715,33 +928,44 @@ def _report(runtime: Runtime, change: Callable[[Session, datetime], Outcome]) ->
 @main.command()
 @click.argument("content_id")
 @click.option("--contact", "email", help="Render for this contact (default: a sample contact).")
+@click.option(
+    "--language", help="The sample contact's language (e.g. fr); a --contact has their own."
+)
 @click.option("--text", is_flag=True, help="Print the plain-text part instead of the HTML.")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file."
 )
 @click.pass_obj
 def preview(
-    obj: Context, content_id: str, email: str | None, text: bool, output: Path | None
+    obj: Context,
+    content_id: str,
+    email: str | None,
+    language: str | None,
+    text: bool,
+    output: Path | None,
 ) -> None:
-    """Render one piece of content (e.g. discovery/onboarding-checklist)."""
+    """Render one piece (e.g. discovery/onboarding-checklist) exactly as the engine would."""
     project = obj.project()
     piece = project.content.get(content_id)
     if piece is None:
         raise click.ClickException(
             f"unknown content {content_id!r}; known: {', '.join(sorted(project.content))}"
         )
-    sender = project.settings.sender.model_dump()
-    variables = sample_variables(project.settings.custom_fields, sender)
+    contact = sample_contact(project.settings.custom_fields, language)
     if email:
         from nurture.contacts import profile
 
+        if language:
+            raise click.ClickException("--language is for the sample; a contact has their own")
         runtime = obj.runtime()
         with sessions(runtime.database)() as session:
             found = session.query(Contact).filter_by(email=normalize_email(email)).one_or_none()
             if found is None:
                 raise click.ClickException(f"no contact {email}")
-            variables["contact"] = profile(found, project.settings)
-    rendered = piece.render(variables)
+            contact = profile(found, project.settings)
+    rendered = render_email(
+        piece, contact, project.settings.sender.model_dump(), SAMPLE_UNSUBSCRIBE_URL
+    )
     body = rendered.text if text else rendered.html
     if output:
         output.write_text(body, encoding="utf-8")
@@ -772,9 +996,15 @@ def preview(
     "sim_database",
     help="Fresh database for the run (default: simulation-SEED.db; a SQLite file is replaced).",
 )
-@click.pass_obj
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Go on with the simulation in --db from where its clock stopped, for --days more "
+    "(new people arrive at its earlier pace unless --contacts is given).",
+)
+@click.pass_context
 def simulate(
-    obj: Context,
+    ctx: click.Context,
     days: int,
     contacts: int,
     seed: int,
@@ -782,11 +1012,14 @@ def simulate(
     as_json: bool,
     sim_database: str | None,
     persona_path: Path | None,
+    resume: bool,
 ) -> None:
     """Live a synthetic population (or one --persona) through the real engine, on a
     simulated clock."""
+    from nurture.simulate import NothingToResume
     from nurture.simulate import simulate as run_simulation
 
+    obj: Context = ctx.obj
     obj.project()
     if persona_path is not None:
         from nurture.rehearse import load_persona, rehearse
@@ -796,14 +1029,28 @@ def simulate(
             click.echo(line)
         return
     database = sim_database or obj.database or str(Path(obj.root) / f"simulation-{seed}.db")
-    if "://" not in database:
+    if resume:
+        if "://" not in database and not Path(database).is_file():
+            raise click.BadParameter(f"no database {database} to resume", param_hint="--db")
+    elif "://" not in database:
         for suffix in ("", "-wal", "-shm"):
             Path(database + suffix).unlink(missing_ok=True)
+    given = ctx.get_parameter_source("contacts") is not click.core.ParameterSource.DEFAULT
     handle = export_path.open("w", encoding="utf-8") if export_path else None
     try:
-        result = run_simulation(
-            obj.root, days=days, contacts=contacts, seed=seed, database=database, export=handle
-        )
+        with _days_bar(days, "simulating", quiet=as_json) as advance:
+            result = run_simulation(
+                obj.root,
+                days=days,
+                contacts=contacts if given or not resume else None,
+                seed=seed,
+                database=database,
+                export=handle,
+                resume=resume,
+                progress=advance,
+            )
+    except NothingToResume as exc:
+        raise click.BadParameter(str(exc), param_hint="--db") from None
     finally:
         if handle:
             handle.close()
@@ -811,7 +1058,8 @@ def simulate(
         click.echo(json.dumps(result.as_dict(), sort_keys=True))
     else:
         click.echo(
-            f"{contacts} contacts over {days} simulated days (seed {seed}), database {database}"
+            f"{result.contacts} {'new ' if resume else ''}contacts over {days} simulated days "
+            f"(seed {result.seed}{', resumed' if resume else ''}), database {database}"
         )
         click.echo("stages:   " + "  ".join(f"{k} {v}" for k, v in result.stages.items()))
         click.echo(

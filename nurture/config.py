@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection
 from datetime import time, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -107,8 +110,26 @@ TimeZoneName = Annotated[str, AfterValidator(_zone)]
 
 
 def _condition(source: str, info: ValidationInfo) -> str:
-    names = (info.context or {}).get("names", expressions.BASE_NAMES)
-    return expressions.check_condition(source, names)
+    context = info.context or {}
+    names = context.get("names", expressions.BASE_NAMES)
+    expressions.check_condition(source, names)
+    fields = context.get("contact_fields")
+    if fields is not None:
+        check_contact_fields(source, fields)
+    return source
+
+
+def check_contact_fields(source: str, known: Collection[str]) -> None:
+    """ExpressionError when `source` reads a contact field nobody has (`contact.sise`):
+    such a condition would never hold, in silence. Says which field is closest."""
+    for name in sorted(expressions.contact_fields_used(source) - set(known)):
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        hint = f"; did you mean contact.{close[0]}?" if close else ""
+        raise expressions.ExpressionError(
+            f"condition {source!r} reads contact.{name}, which no contact has{hint} "
+            f"(profile fields: {', '.join(PROFILE_FIELDS)}; declare others under "
+            "custom_fields: in nurture.yaml)"
+        )
 
 
 Condition = Annotated[str, AfterValidator(_condition)]
@@ -357,6 +378,84 @@ def parse_quiet_hours(text: str) -> tuple[time, time]:
     return time(h1, m1), time(h2, m2)
 
 
+class FieldType(StrEnum):
+    """What a custom field holds; its values are checked and stored as this type."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    CHOICE = "choice"
+
+
+class CustomField(Strict):
+    """A declared custom field: `headcount: integer`, or `{type: choice, values: [...]}`."""
+
+    type: FieldType = FieldType.STRING
+    values: tuple[str, ...] | None = Field(
+        default=None, min_length=1, description="The values a choice field may take."
+    )
+
+    @model_validator(mode="after")
+    def _values(self) -> CustomField:
+        if self.type is FieldType.CHOICE and not self.values:
+            raise ValueError("a choice field lists its values: {type: choice, values: [a, b]}")
+        if self.type is not FieldType.CHOICE and self.values is not None:
+            raise ValueError(f"values: only a choice field has values (this is {self.type})")
+        return self
+
+
+def _custom_fields(value: Any) -> Any:
+    """The old list form (`[plan, region]`) declares text fields; `name: type` is short for
+    `name: {type: type}`."""
+    if isinstance(value, list):
+        return {name: {"type": FieldType.STRING} for name in value}
+    if isinstance(value, dict):
+        return {
+            name: {"type": spec} if isinstance(spec, str) else spec for name, spec in value.items()
+        }
+    return value
+
+
+_TYPE_NAMES = [t.value for t in FieldType]
+CustomFields = Annotated[
+    dict[str, CustomField],
+    BeforeValidator(_custom_fields),
+    WithJsonSchema(
+        {
+            "description": "Custom contact fields and their types: `headcount: integer`, "
+            "`plan: {type: choice, values: [free, pro]}`. The older list of names "
+            "declares text fields.",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "propertyNames": {"pattern": _NAME},
+                    "additionalProperties": {
+                        "anyOf": [
+                            {"enum": _TYPE_NAMES},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "type": {"enum": _TYPE_NAMES},
+                                    "values": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                        "minItems": 1,
+                                    },
+                                },
+                                "additionalProperties": False,
+                            },
+                        ]
+                    },
+                },
+                {"type": "array", "items": {"type": "string", "pattern": _NAME}},
+            ],
+        }
+    ),
+]
+
+
 class Dkim(Strict):
     domain: str = Field(min_length=1)
     selector: str = Field(min_length=1)
@@ -414,6 +513,17 @@ class Form(Strict):
         min_length=1, description="The consent sentence shown beside the form, kept as shown."
     )
     legal_basis: str = Field(default="consent")
+    consent_field: str = Field(
+        default="consent",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The checkbox beside consent_text: a POST without it ticked is refused "
+        "(422) and nothing is kept.",
+    )
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]+)*$",
+        description="Language of the form's own pages (en, fr); English when not given.",
+    )
     double_opt_in: bool = Field(
         default=False, description="Send a confirmation email; record the event on confirming."
     )
@@ -448,9 +558,10 @@ class Handoff(Strict):
         default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Sales inbox."
     )
     end_nurture: bool = Field(
-        default=True,
-        description="Reaching the stage ends every nurture workflow (a goal); false keeps "
-        "the stage's content going until sales accepts (sales_accepted as a goal).",
+        default=False,
+        description="true: reaching the stage ends every nurture workflow (a goal); false "
+        "(the default) keeps the stage's content going until sales accepts (sales_accepted "
+        "as a workflow goal).",
     )
     stale_after: Duration | None = Field(
         default=timedelta(days=14),
@@ -493,7 +604,7 @@ class Settings(Strict):
     lists: dict[str, list[str]] = Field(
         default_factory=dict, description="Named lists usable in conditions."
     )
-    custom_fields: list[str] = Field(default_factory=list)
+    custom_fields: CustomFields = Field(default_factory=dict)
     stages: list[Stage]
     disqualify: Disqualify = Disqualify()
     scoring: Scoring = Scoring()
@@ -510,7 +621,7 @@ class Settings(Strict):
 
     @field_validator("events", "custom_fields")
     @classmethod
-    def _names(cls, value: list[str]) -> list[str]:
+    def _names(cls, value: Collection[str]) -> Collection[str]:
         for name in value:
             if not re.match(_NAME, name):
                 raise ValueError(f"{name!r} must be lower_snake_case")
@@ -581,6 +692,11 @@ class Settings(Strict):
     def condition_names(self) -> frozenset[str]:
         return expressions.BASE_NAMES | set(self.lists)
 
+    @property
+    def contact_fields(self) -> frozenset[str]:
+        """What `contact.` may read in a condition: the profile and the custom fields."""
+        return frozenset(PROFILE_FIELDS) | set(self.custom_fields)
+
 
 def condition_context(data: Any) -> dict[str, Any]:
     """Validation context: names a condition may use, read ahead from the raw document."""
@@ -589,6 +705,8 @@ def condition_context(data: Any) -> dict[str, Any]:
     events = raw.get("events")
     extra = set(lists) if isinstance(lists, dict) else set()
     kinds = {e for e in events if isinstance(e, str)} if isinstance(events, list) else set()
+    custom = raw.get("custom_fields")
+    declared = custom if isinstance(custom, (dict, list)) else ()
     stages = raw.get("stages")
     names = (
         [s.get("name") for s in stages if isinstance(s, dict)] if isinstance(stages, list) else []
@@ -597,6 +715,7 @@ def condition_context(data: Any) -> dict[str, Any]:
         "names": expressions.BASE_NAMES | extra,
         "event_kinds": BUILTIN_EVENTS | kinds,
         "stages": [FIRST_STAGE, *(n for n in names if isinstance(n, str)), DISQUALIFIED],
+        "contact_fields": frozenset(PROFILE_FIELDS) | {n for n in declared if isinstance(n, str)},
     }
 
 

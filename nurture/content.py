@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import mjml
 from inscriptis import get_text
 from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.html_properties import Display
 from inscriptis.model.config import ParserConfig
+from inscriptis.model.html_document_state import HtmlDocumentState
+from inscriptis.model.html_element import HtmlElement
+from inscriptis.model.tag import CustomHtmlTagHandlerMapping
 from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, UndefinedError
 from pydantic import Field, model_validator
 
@@ -26,7 +31,14 @@ _FRONT = re.compile(r"\A---[ \t]*\n(.*?)^---[ \t]*\n", re.S | re.M)
 _POSITION = re.compile(r"at position (\d+):(\d+)")
 _SEPARATOR = "\x1e"
 _SUBJECTS = "\x1f"
-_TEXT_CONFIG = ParserConfig(css=CSS_PROFILES["strict"], display_links=True)
+_INCLUDE = re.compile(r"<mj-include\b(?P<attrs>[^>]*?)/?>(?:\s*</mj-include>)?", re.I)
+_ATTRIBUTE = re.compile(r"""([\w-]+)\s*=\s*["']([^"']*)["']""")
+_HEAD = re.compile(r"<mj-head\b[^>]*/>|<mj-head\b[^>]*>(?P<inner>.*?)</mj-head>", re.I | re.S)
+_MJML_OPEN = re.compile(r"<mjml\b[^>]*>", re.I)
+_DOCUMENT_TAGS = re.compile(r"</?(?:mjml|mj-body)\b[^>]*>", re.I)
+_JINJA = re.compile(r"(\{\{.*?\}\}|\{%.*?%\})", re.S)
+_MRML_PREVIEW_STYLE = "display:none;font-size:1px;color:#ffffff;"
+_BODY_WIDTH = re.compile(r"<mj-body\b[^>]*?\bwidth\s*=\s*[\"'](\d+)(?:px)?[\"']", re.I)
 PARTIALS = "partials"
 
 
@@ -39,6 +51,13 @@ class FrontMatter(Strict):
     )
     preheader: str | None = Field(default=None, description="Preview text shown after the subject.")
     tags: list[str] = Field(default_factory=list)
+    renamed_from: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Earlier content ids of this piece (<phase>/<old file name>): whoever got one of "
+            "them has got this piece, and never receives it again."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_subject_field(self) -> FrontMatter:
@@ -83,28 +102,85 @@ class Piece:
         """How many subject lines this piece tests (1: no test)."""
         return len(self.front.subject_lines)
 
-    def render(
-        self, variables: Mapping[str, Any], variant: int = 0, language: str | None = None
-    ) -> Rendered:
-        """Subject, HTML and text in one Jinja render: one context per email, not three."""
-        piece = self.for_language(language)
-        subjects, html, text = piece.template.render(variables).split(_SEPARATOR)
+    def render(self, variables: Mapping[str, Any], variant: int = 0) -> Rendered:
+        """Subject, HTML and text of this very file in one Jinja render (no language choice).
+
+        An email for a person goes through `render_email`, which picks the language variant.
+        """
+        subjects, html, text = self.template.render(variables).split(_SEPARATOR)
         options = subjects.split(_SUBJECTS)
         subject = options[variant % len(options)]
         return Rendered(subject=" ".join(subject.split()), html=html, text=text)
 
+    def preheader(self, variables: Mapping[str, Any]) -> str | None:
+        """The front matter's preheader for these variables, spaces collapsed (None: none)."""
+        if self.front.preheader is None:
+            return None
+        return " ".join(_text_env.from_string(self.front.preheader).render(variables).split())
 
-def sample_variables(custom_fields: list[str], sender: Mapping[str, Any]) -> dict[str, Any]:
-    """A contact with every field filled: what validation renders each piece with."""
-    contact: dict[str, Any] = {name: f"sample {name}" for name in PROFILE_FIELDS}
-    contact.update({name: f"sample {name}" for name in custom_fields})
-    contact["company_size"] = 120
-    contact["email"] = "sample@example.com"
-    return {
-        "contact": contact,
+
+def render_email(
+    piece: Piece,
+    contact: Mapping[str, Any],
+    sender: Mapping[str, Any],
+    unsubscribe_url: str,
+    variant: int = 0,
+) -> Rendered:
+    """THE render of a piece for one person: the engine, `nurture preview` and the dashboard
+    all call this, so a preview is what the person gets. The contact's `language` picks the
+    variant (`fr-CA`, then `fr`, then the original)."""
+    chosen = piece.for_language(contact.get("language"))
+    variables = {
+        "contact": dict(contact),
         "sender": dict(sender),
-        "unsubscribe_url": "https://example.com/u/sample",
+        "unsubscribe_url": unsubscribe_url,
     }
+    return chosen.render(variables, variant)
+
+
+#: A made-up person who looks like one: what previews, validation and lint render with.
+SAMPLE_CONTACT: dict[str, Any] = {
+    "email": "maya.lindqvist@northwind-apps.example",
+    "email_domain": "northwind-apps.example",
+    "first_name": "Maya",
+    "last_name": "Lindqvist",
+    "company": "Northwind Apps",
+    "account": "northwind-apps.example",
+    "sector": "saas",
+    "company_size": 120,
+    "role": "Head of Customer Success",
+    "seniority": "director",
+    "country": "US",
+    "timezone": "America/New_York",
+    "language": "en",
+    "source": "guide download",
+    "owner": "jordan@keel-retention.example",
+}
+SAMPLE_UNSUBSCRIBE_URL = "https://example.com/u/sample"
+
+
+def sample_contact(custom_fields: Iterable[str], language: str | None = None) -> dict[str, Any]:
+    """The sample person with every profile field, each custom field and the given language."""
+    contact = {name: SAMPLE_CONTACT.get(name, f"example {name}") for name in PROFILE_FIELDS}
+    contact.update({name: f"example {name.replace('_', ' ')}" for name in custom_fields})
+    if language:
+        contact["language"] = language
+    return contact
+
+
+def sample_variables(custom_fields: Iterable[str], sender: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables of an email to the sample person: what validation renders each piece with."""
+    return {
+        "contact": sample_contact(custom_fields),
+        "sender": dict(sender),
+        "unsubscribe_url": SAMPLE_UNSUBSCRIBE_URL,
+    }
+
+
+def body_width(source: str) -> int:
+    """The width of `<mj-body>` in pixels (MJML's default: 600)."""
+    match = _BODY_WIDTH.search(source)
+    return int(match.group(1)) if match else 600
 
 
 def split_front_matter(text: str) -> tuple[str, str, int]:
@@ -115,21 +191,123 @@ def split_front_matter(text: str) -> tuple[str, str, int]:
     return match.group(1), text[match.end() :], text[: match.end()].count("\n") + 1
 
 
-def compile_mjml(source: str, content_root: Path) -> str:
-    def load(path: str) -> str:
-        target = (content_root / path).resolve()
-        if content_root.resolve() not in target.parents or not target.is_file():
+def compile_mjml(source: str, content_root: Path, preheader: str | None = None) -> str:
+    """MJML to HTML, as MJML's reference compiler would make it.
+
+    mjml-python (MRML) keeps only one `<mj-head>` and compiles sections brought in by
+    `mj-include` without the body's width, so includes are resolved here first and every
+    head is merged into one (see `resolve_mjml`); MRML then compiles a single document.
+    """
+    html = mjml.mjml2html(resolve_mjml(source, content_root, preheader), disable_comments=True)
+    # The preheader stays hidden (display:none, max-height:0, opacity:0, overflow:hidden), but
+    # not as white 1 px text: SpamAssassin scores that (HTML_FONT_LOW_CONTRAST 0.7, or
+    # FONT_INVIS_MSGID 1.0 with a random Message-ID).
+    return str(html).replace(_MRML_PREVIEW_STYLE, "display:none;", 1)
+
+
+def resolve_mjml(source: str, content_root: Path, preheader: str | None = None) -> str:
+    """The source with every `mj-include` replaced by its file and all heads merged into one.
+
+    `path` is relative to `content_root` and must stay inside it; a partial may include
+    another (a cycle is an error). The one `<mj-head>` comes first in `<mjml>` and holds the
+    `preheader` (escaped, Jinja kept) as `<mj-preview>` when one is given.
+    """
+    text = _inline_includes(source, _Partials(content_root), ())
+    heads: list[str] = []
+
+    def take(match: re.Match[str]) -> str:
+        heads.append(match.group("inner") or "")
+        return ""
+
+    text = _HEAD.sub(take, text)
+    if preheader:
+        heads.insert(0, f"<mj-preview>{_escape_outside_jinja(preheader)}</mj-preview>")
+    if not heads:
+        return text
+    head = "<mj-head>" + "".join(heads) + "</mj-head>"
+    opening = _MJML_OPEN.search(text)
+    if opening is None:
+        raise ValueError("no <mjml> root element")
+    return text[: opening.end()] + head + text[opening.end() :]
+
+
+@dataclass(frozen=True)
+class _Partials:
+    """Reads an included file by its path relative to `content/`, never outside it."""
+
+    root: Path
+
+    def __call__(self, path: str) -> str:
+        root = self.root.resolve()
+        target = (root / path).resolve()
+        if root not in target.parents or not target.is_file():
             raise FileNotFoundError(path)
         return target.read_text(encoding="utf-8")
 
-    return str(mjml.mjml2html(source, include_loader=load, disable_comments=True))
+
+def _inline_includes(text: str, load: Callable[[str], str], chain: tuple[str, ...]) -> str:
+    def include(match: re.Match[str]) -> str:
+        attributes = dict(_ATTRIBUTE.findall(match.group("attrs")))
+        path = attributes.get("path", "")
+        kind = attributes.get("type", "mjml")
+        if not path:
+            raise ValueError("<mj-include> needs a path")
+        if path in chain:
+            raise ValueError(f"mj-include cycle: {' -> '.join((*chain, path))}")
+        if kind == "html":
+            return f"<mj-raw>{load(path)}</mj-raw>"
+        if kind != "mjml":
+            raise ValueError(f"<mj-include type={kind!r}> is not supported (mjml or html)")
+        return _inline_includes(_unwrap(load(path)), load, (*chain, path))
+
+    return _INCLUDE.sub(include, text)
+
+
+def _unwrap(partial: str) -> str:
+    """A partial written as a whole document (`<mjml><mj-body>...`) gives its content."""
+    if not _MJML_OPEN.match(partial.lstrip()):
+        return partial
+    return _DOCUMENT_TAGS.sub("", partial)
+
+
+def _escape_outside_jinja(text: str) -> str:
+    parts = _JINJA.split(text)
+    return "".join(part if _JINJA.fullmatch(part) else escape(part, quote=False) for part in parts)
 
 
 def html_to_text(html: str) -> str:
-    """The plain-text part, derived from the HTML by inscriptis, tidied line by line."""
+    """The plain-text part, derived from the HTML by inscriptis.
+
+    Each block (heading, greeting, paragraph, button) is a paragraph of its own, separated by
+    a blank line; a link reads `text (https://...)`. Lines are trimmed, and blank runs kept to
+    one blank line.
+    """
     lines = [line.strip() for line in get_text(html, _TEXT_CONFIG).splitlines()]
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
     return text + "\n"
+
+
+def _link_start(state: HtmlDocumentState, attrs: dict[str, str]) -> None:
+    state.link_target = attrs.get("href", "").strip()
+
+
+def _link_end(state: HtmlDocumentState) -> None:
+    if state.link_target and not state.link_target.startswith("#"):
+        state.tags[-1].write(f" ({state.link_target.removeprefix('mailto:')})")
+    state.link_target = ""
+
+
+_TEXT_CSS = {
+    **CSS_PROFILES["strict"],
+    # MJML puts every mj-text and mj-button in a div or table cell of its own.
+    "div": HtmlElement("div", display=Display.block, margin_before=1, margin_after=1),
+}
+_TEXT_CONFIG = ParserConfig(
+    css=_TEXT_CSS,
+    custom_html_tag_handler_mapping=CustomHtmlTagHandlerMapping(
+        start_tag_mapping={"a": _link_start}, end_tag_mapping={"a": _link_end}
+    ),
+)
 
 
 def load_piece(path: Path, content_root: Path, display: str, variables: Mapping[str, Any]) -> Piece:
@@ -152,8 +330,15 @@ def load_piece(path: Path, content_root: Path, display: str, variables: Mapping[
     assert subject is not None and checked_body is not None
     for part, first_line in ((subject, 2), (checked_body, body_line)):
         _check_render(part, variables, display, first_line, problems)
+    if front.preheader and "<mj-preview" in body:
+        line = body_line + body[: body.index("<mj-preview")].count("\n")
+        problems.append(
+            Problem(display, line, "two preheaders: keep the front matter's or <mj-preview>")
+        )
     try:
-        html = compile_mjml(_with_preheader(body, front.preheader), content_root)
+        # First as written, so that an MJML error points at the author's line; then resolved.
+        mjml.mjml2html(body, include_loader=_Partials(content_root), disable_comments=True)
+        html = compile_mjml(body, content_root, front.preheader)
     except (ValueError, FileNotFoundError) as exc:
         problems.append(Problem(display, _mjml_line(str(exc), body, body_line), f"MJML: {exc}"))
     if problems:
@@ -182,17 +367,6 @@ def base_name(path: Path) -> tuple[str, str | None]:
     if match:
         return match.group("name"), match.group("lang")
     return path.stem, None
-
-
-def _with_preheader(body: str, preheader: str | None) -> str:
-    if not preheader or "<mj-preview" in body:
-        return body
-    preview = f"<mj-preview>{preheader}</mj-preview>"
-    if "<mj-head>" in body:
-        return body.replace("<mj-head>", "<mj-head>" + preview, 1)
-    return re.sub(
-        r"<mjml([^>]*)>", lambda m: m.group(0) + f"<mj-head>{preview}</mj-head>", body, count=1
-    )
 
 
 def _template(

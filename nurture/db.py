@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -56,6 +57,16 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def lock_for_transaction(session: Session, key: str) -> None:
+    """Serialize writers on `key` until this transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock on the key's hash. SQLite needs none:
+    its write transaction (`BEGIN IMMEDIATE`) already admits one writer at a time.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+
+
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -83,6 +94,27 @@ _WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakK
 
 
 _LOCKS_LOCK = threading.Lock()
+
+
+#: PostgreSQL's "run it again" errors: serialization failure, deadlock detected.
+_RETRYABLE = frozenset({"40001", "40P01"})
+T = TypeVar("T")
+
+
+def write_retrying(engine: Engine, work: Callable[[Session], T], attempts: int = 10) -> T:
+    """`work(session)` in a `write_transaction`, run again from the start when PostgreSQL
+    ends the transaction as a deadlock or a serialization failure: what concurrent requests
+    that lock rows in different orders get (a batch holding a known person's account and
+    creating a new person of it, against a request creating that same person). `work` must
+    change nothing but the database, so that a run can be redone."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with write_transaction(engine) as session:
+                return work(session)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _RETRYABLE or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _writer_lock(engine: Engine) -> threading.Lock:
@@ -120,3 +152,10 @@ def claim_due(
     for row in rows:
         row.next_attempt_at = now + lease
     return rows
+
+
+def release_claimed(database: Engine, model: Any, ids: list[int], at: datetime) -> None:
+    """Give back rows taken by `claim_due` and not worked on (a stop came): due at `at`."""
+    if ids:
+        with write_transaction(database) as session:
+            session.execute(update(model).where(model.id.in_(ids)).values(next_attempt_at=at))

@@ -14,10 +14,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from nurture.config import DISQUALIFIED
+from nurture.engagement import Engagement, waiting_reason
 from nurture.pacing import Decision, Policy, decide
 from nurture.phases import Phase
-from nurture.planner import Exhausted, Send, WaitUntil, plan_next
-from nurture.workflows import Step, Workflow
+from nurture.planner import Exhausted, Mark, Send, WaitUntil, plan_next
+from nurture.versions import gone
+from nurture.workflows import Node, Step, Workflow
 
 ACTIVE, WAITING, PAUSED, COMPLETED, EXITED = "active", "waiting", "paused", "completed", "exited"
 
@@ -32,7 +34,7 @@ class Situation:
     phase: Phase | None
     paused: bool
     suppression: str | None
-    positions: Mapping[str, int]
+    places: Mapping[str, str]
     since: datetime
     received: Set[str]
     sent: Sequence[datetime]
@@ -42,8 +44,16 @@ class Situation:
     last_engaged: datetime | None = None
     held_until: datetime | None = None
     hold_reason: str | None = None
+    #: Why an edit of the workflow left this person without a place (nurture/versions.py).
+    held_by_edit: str | None = None
     account_sent: Sequence[datetime] = ()
     global_sent: Sequence[datetime] = ()
+    #: What the person did (real engagement only), for journey conditions and wait_until.
+    engagement: Engagement | None = None
+    #: Names the person for splits (a stable hash of it, the workflow and the step).
+    who: str = ""
+    #: When the person entered the workflow (a wait_until counting from entry).
+    entered: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -58,17 +68,21 @@ class Idle:
 
     status: str
     reason: str
-    positions: dict[str, int]
+    places: dict[str, str]
     until: datetime | None = None
+    marks: tuple[Mark, ...] = ()
 
 
 @dataclass(frozen=True)
 class Later:
-    """The next step's own wait has not run out."""
+    """The next step's own wait has not run out (`reason` set: a wait_until waits for an
+    event, and the event wakes the person before `until`)."""
 
     until: datetime
-    step: Step
-    positions: dict[str, int]
+    step: Node
+    places: dict[str, str]
+    marks: tuple[Mark, ...] = ()
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,16 +91,21 @@ class Defer:
 
     step: Step
     decision: Decision
-    positions: dict[str, int]
+    places: dict[str, str]
+    marks: tuple[Mark, ...] = ()
 
 
 @dataclass(frozen=True)
 class Go:
-    """Send `plan.step` now; afterwards the enrollment is due at `next_due` (None: waits)."""
+    """Send `plan.step` now; afterwards the enrollment is due at `next_due` (None: waits),
+    at `places` (past the journey steps that follow at once: a branch taken, a wait
+    started), having done `marks` (the plan's and those)."""
 
     plan: Send
     next_due: datetime | None
     next_reason: str | None
+    places: dict[str, str]
+    marks: tuple[Mark, ...] = ()
 
 
 Action = End | Idle | Later | Defer | Go
@@ -94,24 +113,35 @@ Action = End | Idle | Later | Defer | Go
 
 def next_action(s: Situation, now: datetime) -> Action:
     if s.workflow is None:
-        return End(EXITED, f"workflow {s.workflow_id} no longer exists")
+        return Idle(WAITING, gone(s.workflow_id), dict(s.places))
     if s.suppression is not None:
         return End(EXITED, f"suppressed: {s.suppression}")
     if s.stage == DISQUALIFIED:
         return End(EXITED, "disqualified")
     if s.stage in s.workflow.goals.stages:
         return End(COMPLETED, f"goal: reached stage {s.stage}")
+    if s.held_by_edit is not None:
+        return Idle(WAITING, s.held_by_edit, dict(s.places))
     if s.paused:
-        return Idle(PAUSED, "contact paused", dict(s.positions))
+        return Idle(PAUSED, "contact paused", dict(s.places))
     if s.held_until is not None and s.held_until > now:
-        return Idle(ACTIVE, s.hold_reason or "held", dict(s.positions), s.held_until)
+        return Idle(ACTIVE, s.hold_reason or "held", dict(s.places), s.held_until)
     plan = plan_next(
-        s.workflow, s.phase, s.positions, s.received, since=s.since, now=now, variables=s.variables
+        s.workflow,
+        s.phase,
+        s.places,
+        s.received,
+        since=s.since,
+        now=now,
+        variables=s.variables,
+        engagement=s.engagement,
+        who=s.who,
+        entered=s.entered,
     )
     if isinstance(plan, Exhausted):
-        return Idle(WAITING, plan.reason, plan.positions)
+        return Idle(WAITING, plan.reason, plan.places, marks=plan.marks)
     if isinstance(plan, WaitUntil):
-        return Later(plan.until, plan.step, plan.positions)
+        return _later(plan)
     decision = decide(
         now=now,
         sent=s.sent,
@@ -122,20 +152,32 @@ def next_action(s: Situation, now: datetime) -> Action:
         global_sent=s.global_sent,
     )
     if not decision.send_now:
-        held = dict(plan.positions)
-        held[plan.phase] -= 1
+        held = dict(plan.before)
         if decision.send_at is None:
-            return Idle(WAITING, decision.reason, held)
-        return Defer(plan.step, decision, held)
+            return Idle(WAITING, decision.reason, held, marks=plan.marks)
+        return Defer(plan.step, decision, held, plan.marks)
     following = plan_next(
         s.workflow,
         s.phase,
-        plan.positions,
+        plan.places,
         {*s.received, plan.step.content},
         since=now,
         now=now,
         variables=s.variables,
+        engagement=s.engagement,
+        who=s.who,
+        entered=s.entered,
     )
+    if isinstance(following, Send):
+        return Go(plan, now, None, plan.places, plan.marks)
+    marks = plan.marks + following.marks
     if isinstance(following, Exhausted):
-        return Go(plan, None, following.reason)
-    return Go(plan, following.until if isinstance(following, WaitUntil) else now, None)
+        return Go(plan, None, following.reason, following.places, marks)
+    return Go(plan, following.until, _later(following).reason, following.places, marks)
+
+
+def _later(plan: WaitUntil) -> Later:
+    reason = None
+    if plan.event is not None:
+        reason = waiting_reason(plan.event, plan.until, plan.step.key)
+    return Later(plan.until, plan.step, plan.places, plan.marks, reason)

@@ -25,13 +25,34 @@ from nurture.runtime import Runtime
 
 @dataclass(order=True)
 class Action:
-    """Something a person does at a moment: an event kind with its properties."""
+    """Something a person does at a moment: an event kind with its properties, and the
+    message it answers (an open or a click is linked to its email, as tracking links it)."""
 
     at: datetime
     seq: int = 0
     email: str = field(compare=False, default="")
     kind: str = field(compare=False, default="")
     properties: dict[str, Any] = field(compare=False, default_factory=dict)
+    message_id: int | None = field(compare=False, default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "email": self.email,
+            "kind": self.kind,
+            "properties": self.properties,
+            "message_id": self.message_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Action:
+        return cls(
+            datetime.fromisoformat(data["at"]),
+            email=data["email"],
+            kind=data["kind"],
+            properties=dict(data["properties"]),
+            message_id=data["message_id"],
+        )
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,15 @@ class Sent:
     email: str
     phase: str
     sent_at: datetime
+    stage: str = ""
+
+
+@dataclass
+class Driven:
+    """What a drive left: the deferrals by rule, and the actions still to come after `end`."""
+
+    deferrals: Counter[str]
+    pending: list[Action]
 
 
 def drive(
@@ -49,10 +79,12 @@ def drive(
     clock: FixedClock,
     actions: Iterable[Action],
     end: datetime,
-    perform: Callable[[Session, Action, datetime], None],
+    perform: Callable[[Session, Action, datetime], Iterable[Action] | None],
     react: Callable[[Sent], Iterable[Action]],
-) -> Counter[str]:
-    """Run until `end` or until nothing is due; return the deferrals by rule."""
+    progress: Callable[[datetime], None] | None = None,
+) -> Driven:
+    """Run until `end` or until nothing is due. `perform` records an action and may return
+    more (sales answering a hand-off); `progress` hears the simulated time after each step."""
     queue: list[Action] = []
     sequence = 0
 
@@ -65,7 +97,8 @@ def drive(
     for action in actions:
         push(action)
     make = sessions(runtime.database)
-    seen = 0
+    with make() as session:
+        seen = session.scalar(select(func.max(Message.id))) or 0
     deferrals: Counter[str] = Counter()
     while True:
         with make() as session:
@@ -81,18 +114,24 @@ def drive(
         clock.set(now)
         with make.begin() as session:
             while queue and queue[0].at <= now:
-                perform(session, heapq.heappop(queue), now)
+                for follow in perform(session, heapq.heappop(queue), now) or ():
+                    push(follow)
         deferrals.update(runtime.dispatcher.tick().deferral_reasons)
         with make() as session:
             fresh = session.execute(
-                select(Message.id, Contact.email, Message.phase, Message.sent_at)
+                select(
+                    Message.id, Contact.email, Message.phase, Message.sent_at, Message.stage_at_send
+                )
                 .join(Contact, Contact.id == Message.contact_id)
-                .where(Message.id > seen)
+                .where(Message.id > seen, Message.sent_at.is_not(None))
                 .order_by(Message.id)
             ).all()
         for row in fresh:
             seen = row.id
-            for action in react(Sent(row.id, row.email, row.phase, row.sent_at)):
+            sent = Sent(row.id, row.email, row.phase, row.sent_at, row.stage_at_send or "")
+            for action in react(sent):
                 push(action)
+        if progress is not None:
+            progress(now)
         clock.set(now + timedelta(minutes=1))
-    return deferrals
+    return Driven(deferrals, sorted(queue))

@@ -13,7 +13,8 @@ import logging
 import secrets
 import threading
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,14 +22,19 @@ from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Row, Table, bindparam, func, insert, select, update
 from sqlalchemy import Engine as Database
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from nurture import metrics
 from nurture.clock import Clock
 from nurture.config import CapsOverride
 from nurture.contacts import ContactLike, condition_variables, profile, zone_of
+from nurture.content import render_email
 from nurture.db import is_sqlite, write_transaction
 from nurture.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
-from nurture.feedback import suppress
+from nurture.engagement import Engagement, Occurred
+from nurture.feedback import insert_new, suppress
+from nurture.journeys import perform
 from nurture.models import (
     FAILED,
     QUEUED,
@@ -38,14 +44,27 @@ from nurture.models import (
     Contact,
     Deferral,
     Enrollment,
+    Event,
+    JourneyStep,
     Message,
     Suppression,
 )
 from nurture.pacing import Policy
-from nurture.planner import Send
-from nurture.project import Project
+from nurture.planner import Mark, Send
+from nurture.problems import ProjectError
+from nurture.project import Project, load_project
+from nurture.reload import Stamp, load_outlines, stamp, sync_versions
 from nurture.tracking import Links
-from nurture.transport import Outgoing, Rejected, Transport
+from nurture.transport import (
+    DeliveryUnknown,
+    Interrupted,
+    Interruptible,
+    Outgoing,
+    Rejected,
+    Transport,
+    sender_domain,
+)
+from nurture.versions import Kind, Outline, outline, place
 
 log = logging.getLogger(__name__)
 _table = cast(Table, Enrollment.__table__)
@@ -58,7 +77,8 @@ _UPDATE_ENROLLMENT = (
             name: bindparam(name)
             for name in (
                 "status",
-                "positions",
+                "places",
+                "version",
                 "due_at",
                 "last_sent_at",
                 "hold_reason",
@@ -84,6 +104,8 @@ class Report:
     waiting: int = 0
     ended: int = 0
     failed: int = 0
+    #: Handed to the server, no answer: maybe delivered, never sent again.
+    unknown: int = 0
     deferral_reasons: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, other: Report) -> None:
@@ -92,6 +114,7 @@ class Report:
         self.waiting += other.waiting
         self.ended += other.ended
         self.failed += other.failed
+        self.unknown += other.unknown
         for rule, count in other.deferral_reasons.items():
             self.deferral_reasons[rule] += count
 
@@ -105,6 +128,8 @@ class History:
     account: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     everyone: list[datetime] = field(default_factory=list)
     suppressed: dict[str, str] = field(default_factory=dict)
+    #: What each person did, by real people only (journey conditions, wait_until).
+    engagement: dict[int, Engagement] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,6 +140,8 @@ class _Batch:
     outgoing: list[Outgoing] = field(default_factory=list)
     enrollments: list[dict[str, Any]] = field(default_factory=list)
     deferrals: list[dict[str, Any]] = field(default_factory=list)
+    #: Journey steps done (ways taken, waits started, actions): (enrollment row, contact row, mark).
+    journey: list[tuple[Row[Any], Row[Any], Mark]] = field(default_factory=list)
     report: Report = field(default_factory=Report)
 
 
@@ -136,26 +163,64 @@ class Dispatcher:
         self.links = links
         self.batch_size = batch_size or project.settings.batch_size
         self.sender = project.settings.sender.model_dump()
-        self.domain = project.settings.sender.from_address.rsplit("@", 1)[1]
+        self.domain = sender_domain(project.settings.sender)
         self._policies: dict[tuple[str, str], Policy] = {}
         self._executor: ThreadPoolExecutor | None = None
         self.stopping = threading.Event()
+        self._stamp: Stamp | None = None
+        self._outlines: dict[tuple[str, str], Outline] = {}
 
     def tick(self) -> Report:
         """Work through everything due now, batch after batch, until `stop()` is called
         (then the batch in hand is finished, and no other is started)."""
         report = Report()
+        self.refresh()
         now = self.clock.now()
         while not self.stopping.is_set():
             batch = self.dispatch_batch(now)
             report.add(batch)
-            handled = batch.sent + batch.deferred + batch.waiting + batch.ended + batch.failed
+            handled = batch.sent + batch.deferred + batch.waiting + batch.ended
+            handled += batch.failed + batch.unknown
             if handled < self.batch_size:
                 break
         return report
 
     def stop(self) -> None:
+        """Start no other batch; cut the transport's backoff waits short (what waited goes
+        back to `queued`, never handed over)."""
         self.stopping.set()
+        if isinstance(self.transport, Interruptible):
+            self.transport.interrupt()
+
+    def refresh(self) -> bool:
+        """Take up changed project files between two ticks; return True when it did.
+
+        A cheap check (sizes and modification times) each tick; on a change, the whole
+        project is loaded and checked again: a broken edit is logged with its file:line
+        problems and the version running goes on. Every workflow's version is recorded and
+        the people on an older one are carried onto it (nurture/versions.py), in one
+        transaction. The first call records the versions the engine starts with.
+        """
+        current = stamp(self.project.root)
+        if current == self._stamp:
+            return False
+        first = self._stamp is None
+        self._stamp = current
+        if not first:
+            try:
+                project = load_project(self.project.root)
+            except ProjectError as exc:
+                log.error(
+                    "project files changed but do not load; the last good version goes on:\n%s", exc
+                )
+                return False
+            self.project = project
+            self._policies.clear()
+            self.sender = project.settings.sender.model_dump()
+        counts = sync_versions(self.database, self.project, self.clock.now())
+        for workflow, kinds in counts.items():
+            log.info("workflow %s: %s", workflow, ", ".join(f"{n} {k}" for k, n in kinds.items()))
+        return not first
 
     def wake_waiting(self) -> int:
         """Put every waiting enrollment back in line, to be planned again.
@@ -173,6 +238,7 @@ class Dispatcher:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
+    @metrics.timed_batch
     def dispatch_batch(self, now: datetime) -> Report:
         batch = self.reserve(now)
         self._deliver(batch)
@@ -188,7 +254,40 @@ class Dispatcher:
                 session.execute(insert(Deferral), batch.deferrals)
             if batch.enrollments:
                 session.execute(_UPDATE_ENROLLMENT, batch.enrollments)
+            if batch.journey:
+                self._journey_steps(session, batch.journey)
+        metrics.count_deferrals(batch.deferrals)
         return batch
+
+    def _journey_steps(
+        self, session: Session, done: Sequence[tuple[Row[Any], Row[Any], Mark]]
+    ) -> None:
+        """Record the journey steps of a batch: the ways taken and waits started in one
+        statement (a repeat is dropped by the unique key), each action on its own."""
+        plain = [_journey_row(e, c, m) for e, c, m in done if m.action is None]
+        if plain:
+            build = postgresql.insert if not is_sqlite(self.database) else sqlite.insert
+            statement = build(JourneyStep).on_conflict_do_nothing(index_elements=_JOURNEY_KEY)
+            session.execute(statement, plain)
+        for enrollment, contact, mark in done:
+            if mark.action is not None:
+                self._journey_step(session, enrollment, contact, mark)
+
+    def _journey_step(
+        self, session: Session, enrollment: Row[Any], contact: Row[Any], mark: Mark
+    ) -> None:
+        """Record a journey step; do its action if this is the first time (the unique key
+        (enrollment, entry, step, way) makes it once per enrollment step, whoever races)."""
+        values = _journey_row(enrollment, contact, mark)
+        keys = _JOURNEY_KEY
+        if not insert_new(session, JourneyStep, values, keys) or mark.action is None:
+            return
+        done = perform(session, self.project, contact, mark.action, mark.at)
+        session.execute(
+            update(JourneyStep)
+            .where(*(getattr(JourneyStep, k) == values[k] for k in keys))
+            .values(detail=done.detail[:1000], **done.values)
+        )
 
     def policy(self, workflow: str, contact_caps: dict[str, Any] | None) -> Policy:
         """Project caps, then the workflow's, then the contact's own (cached)."""
@@ -206,7 +305,9 @@ class Dispatcher:
                 Enrollment.id,
                 Enrollment.workflow,
                 Enrollment.contact_id,
+                Enrollment.places,
                 Enrollment.positions,
+                Enrollment.version,
                 Enrollment.entered_at,
                 Enrollment.last_sent_at,
             )
@@ -227,6 +328,7 @@ class Dispatcher:
             lock = lock.with_for_update()
         contacts = {c.id: c for c in session.execute(lock)}
         history = self.history(session, now, contacts)
+        self.load_versions(session, enrollments)
         for enrollment in enrollments:
             contact = contacts[enrollment.contact_id]
             self._step(enrollment, contact, history, now, batch)
@@ -258,7 +360,9 @@ class Dispatcher:
             .order_by(Message.sent_at)
         ):
             history.sent[contact_id].append(sent_at)
-            history.received[contact_id].add(content_id)
+            history.received[contact_id].add(self.project.canonical(content_id))
+        if self._journeys():
+            self._engagement(session, list(contacts), history)
         if caps.account_per_day and accounts:
             # Two steps, so each uses its index: people of the accounts, then their recent sends.
             members = dict(
@@ -286,12 +390,92 @@ class Dispatcher:
             )
         return history
 
+    def _journeys(self) -> bool:
+        """Whether some workflow asks what people did (else the history read skips it)."""
+        return any(w.journeys for w in self.project.workflows.values())
+
+    def _engagement(self, session: Session, contact_ids: list[int], history: History) -> None:
+        """Per person: the pieces opened and clicked, the last time of each event kind, and
+        the events some wait_until waits for; machines' events left out. Three reads per
+        batch, never one per step."""
+        opened: dict[int, set[str]] = defaultdict(set)
+        clicked: dict[int, set[str]] = defaultdict(set)
+        last: dict[int, dict[str, datetime]] = defaultdict(dict)
+        events: dict[int, list[Occurred]] = defaultdict(list)
+        real = (Event.contact_id.in_(contact_ids), Event.machine.is_(None))
+        for contact_id, kind, at in session.execute(
+            select(Event.contact_id, Event.kind, func.max(Event.occurred_at))
+            .where(*real)
+            .group_by(Event.contact_id, Event.kind)
+        ):
+            last[contact_id][kind] = at
+        for contact_id, kind, content_id in session.execute(
+            select(Event.contact_id, Event.kind, Message.content_id)
+            .join(Message, Message.id == Event.message_id)
+            .where(*real, Event.kind.in_(("email_opened", "email_clicked")))
+            .distinct()
+        ):
+            target = opened if kind == "email_opened" else clicked
+            target[contact_id].add(self.project.canonical(content_id))
+        watched = set().union(*(w.waits_on for w in self.project.workflows.values()))
+        if watched:
+            for contact_id, kind, at, properties in session.execute(
+                select(Event.contact_id, Event.kind, Event.occurred_at, Event.properties)
+                .where(*real, Event.kind.in_(sorted(watched)))
+                .order_by(Event.occurred_at, Event.id)
+            ):
+                events[contact_id].append(Occurred(kind, at, properties or {}))
+        for contact_id in contact_ids:
+            history.engagement[contact_id] = Engagement(
+                frozenset(opened[contact_id]),
+                frozenset(clicked[contact_id]),
+                last[contact_id],
+                tuple(events[contact_id]),
+            )
+
+    def load_versions(self, session: Session, enrollments: Sequence[Row[Any]]) -> None:
+        """Read the outlines of the older versions some of `enrollments` are on (rare: the
+        engine carries people onto a new version when it takes it up)."""
+        wanted = {
+            (e.workflow, e.version)
+            for e in enrollments
+            if e.version not in (None, self._digest(e.workflow))
+            and (e.workflow, e.version) not in self._outlines
+        }
+        if wanted:
+            self._outlines.update(load_outlines(session, wanted))
+
+    def _digest(self, workflow: str) -> str | None:
+        found = self.project.workflows.get(workflow)
+        return found.digest if found else None
+
+    def place(
+        self, enrollment: Row[Any], contact: Row[Any], received: Set[str]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The enrollment's place on the current version, and why it is held (if it is)."""
+        workflow = self.project.workflows.get(enrollment.workflow)
+        if workflow is None or enrollment.version == workflow.digest:
+            return enrollment.places, None
+        carried = place(
+            enrollment.version,
+            enrollment.places,
+            enrollment.positions,
+            self._outlines.get((enrollment.workflow, enrollment.version or "")),
+            outline(workflow),
+            phase=self.project.settings.phase_of(contact.stage),
+            received=received,
+            workflow=workflow.id,
+            aliases=self.project.content_aliases,
+        )
+        return carried.places, carried.reason if carried.kind is Kind.HOLD else None
+
     def situation(
         self, enrollment: Row[Any], contact: Row[Any], history: History, now: datetime
     ) -> Situation:
         """What the pure decision needs about one claimed enrollment."""
         settings = self.project.settings
         person = cast(ContactLike, contact)
+        places, held = self.place(enrollment, contact, history.received[contact.id])
         return Situation(
             workflow_id=enrollment.workflow,
             workflow=self.project.workflows.get(enrollment.workflow),
@@ -299,7 +483,8 @@ class Dispatcher:
             phase=settings.phase_of(contact.stage),
             paused=contact.paused,
             suppression=history.suppressed.get(contact.email),
-            positions=enrollment.positions,
+            places=places,
+            held_by_edit=held,
             since=enrollment.last_sent_at or enrollment.entered_at,
             received=history.received[contact.id],
             sent=history.sent[contact.id],
@@ -311,6 +496,9 @@ class Dispatcher:
             hold_reason=contact.hold_reason,
             account_sent=history.account[contact.account] if contact.account else [],
             global_sent=history.everyone,
+            engagement=history.engagement.get(contact.id),
+            who=str(contact.id),
+            entered=enrollment.entered_at,
         )
 
     def _step(
@@ -326,7 +514,8 @@ class Dispatcher:
         row: dict[str, Any] = {
             "b_id": enrollment.id,
             "status": ACTIVE,
-            "positions": enrollment.positions,
+            "places": situation.places,
+            "version": self._digest(enrollment.workflow) or enrollment.version,
             "due_at": None,
             "last_sent_at": enrollment.last_sent_at,
             "hold_reason": None,
@@ -334,6 +523,7 @@ class Dispatcher:
             "end_reason": None,
         }
         batch.enrollments.append(row)
+        batch.journey.extend((enrollment, contact, m) for m in getattr(action, "marks", ()))
         report = batch.report
         if isinstance(action, End):
             row.update(status=action.status, end_reason=action.reason, ended_at=now)
@@ -342,18 +532,16 @@ class Dispatcher:
             row.update(
                 status=action.status,
                 hold_reason=action.reason,
-                positions=action.positions,
+                places=action.places,
                 due_at=action.until,
             )
             report.waiting += 1
         elif isinstance(action, Later):
-            row.update(due_at=action.until, positions=action.positions)
+            row.update(due_at=action.until, places=action.places, hold_reason=action.reason)
             report.waiting += 1
         elif isinstance(action, Defer):
             decision = action.decision
-            row.update(
-                due_at=decision.send_at, hold_reason=decision.reason, positions=action.positions
-            )
+            row.update(due_at=decision.send_at, hold_reason=decision.reason, places=action.places)
             batch.deferrals.append(
                 {
                     "enrollment_id": enrollment.id,
@@ -373,7 +561,7 @@ class Dispatcher:
                 enrollment, contact, situation.variables["contact"], action.plan, now, batch
             )
             row.update(
-                positions=action.plan.positions,
+                places=action.places,
                 last_sent_at=now,
                 due_at=action.next_due,
                 hold_reason=action.next_reason,
@@ -402,7 +590,7 @@ class Dispatcher:
                 "enrollment_id": enrollment.id,
                 "contact_id": contact.id,
                 "workflow": enrollment.workflow,
-                "step_key": plan.step.content,
+                "step_key": plan.step.key,
                 "content_id": piece.id,
                 "phase": piece.phase,
                 "stage_at_send": contact.stage,
@@ -428,10 +616,8 @@ class Dispatcher:
     ) -> Outgoing:
         """Render one piece for one person, bound to the message `key`."""
         unsubscribe_url = self.links.unsubscribe_url(key)
-        rendered = self.project.content[content_id].render(
-            {"contact": fields, "sender": self.sender, "unsubscribe_url": unsubscribe_url},
-            variant or 0,
-            fields.get("language"),
+        rendered = render_email(
+            self.project.content[content_id], fields, self.sender, unsubscribe_url, variant or 0
         )
         return Outgoing(
             key=key,
@@ -445,20 +631,28 @@ class Dispatcher:
         )
 
     def _deliver(self, batch: _Batch) -> None:
-        sent, failed = self.deliver(batch.outgoing)
-        batch.report.sent -= len(batch.outgoing) - sent
-        batch.report.failed += failed
+        done = self._hand_over(batch.outgoing)
+        batch.report.sent -= len(batch.outgoing) - done[SENT]
+        batch.report.failed += done[FAILED]
+        batch.report.unknown += done[UNKNOWN]
 
     def deliver(self, outgoing: list[Outgoing]) -> tuple[int, int]:
-        """Hand queued emails to the transport, at most once each; return (sent, failed).
+        """Hand queued emails to the transport, at most once each; return (sent, failed)."""
+        done = self._hand_over(outgoing)
+        return done[SENT], done[FAILED]
+
+    def _hand_over(self, outgoing: list[Outgoing]) -> Counter[str]:
+        """Deliver queued emails, at most once each; how many ended in each status.
 
         Each message goes queued -> sending (committed before the SMTP conversation) ->
-        sent or failed (committed after). Only the messages this call moved from queued to
-        sending are handed over, so two processes can never deliver one message twice. A
-        crash in between leaves `sending`: `reconcile` later marks it unknown, never re-sent.
+        sent, failed or unknown (committed after). Only the messages this call moved from
+        queued to sending are handed over, so two processes can never deliver one message
+        twice. `unknown`: the body reached the server and no answer came; it counts as
+        received and is never sent again. A crash in between leaves `sending`: `reconcile`
+        later marks it unknown. A stop during a retry's wait puts it back to `queued`.
         """
         width = getattr(self.transport, "size", 1)
-        sent = failed = 0
+        done: Counter[str] = Counter()
         # A network conversation can die half-way: keep few messages in flight per connection.
         # Writing a file or nothing cannot leave a half-sent email: take the whole batch.
         whole = max(len(outgoing), 1)
@@ -482,7 +676,8 @@ class Dispatcher:
                 results = list(self._pool(width).map(self._attempt, mine))
             else:
                 results = [self._attempt(o) for o in mine]
-            delivered = [self._mid(o) for o, error in zip(mine, results, strict=True) if not error]
+            outcomes = list(zip(mine, results, strict=True))
+            delivered = [self._mid(o) for o, (status, _) in outcomes if status == SENT]
             with write_transaction(self.database) as session:
                 if delivered:
                     session.execute(
@@ -490,39 +685,47 @@ class Dispatcher:
                         .where(Message.rfc_message_id.in_(delivered))
                         .values(status=SENT)
                     )
-                for item, error in zip(mine, results, strict=True):
-                    if error is None:
+                for item, (status, error) in outcomes:
+                    done[status] += 1
+                    if status == SENT:
                         continue
                     session.execute(
                         update(Message)
                         .where(Message.rfc_message_id == self._mid(item))
-                        .values(status=FAILED, error=error)
+                        .values(status=status, error=error)
                     )
-                    if error.startswith(HARD_BOUNCE):
+                    if status == FAILED and (error or "").startswith(HARD_BOUNCE):
                         suppress(session, item.to, "hard_bounced", error, self.clock.now())
-            sent += len(delivered)
-            failed += len(mine) - len(delivered)
-        return sent, failed
+        metrics.count_deliveries(self.transport, done)
+        return done
 
-    def _attempt(self, outgoing: Outgoing) -> str | None:
-        """None when delivered, else why not (a hard bounce starts with HARD_BOUNCE)."""
+    def _attempt(self, outgoing: Outgoing) -> tuple[str, str | None]:
+        """What one hand-over gave: (status, why); a hard bounce's why starts with
+        HARD_BOUNCE."""
+        mid = self._mid(outgoing)
         try:
             self.transport.send(outgoing)
         except Rejected as exc:
-            log.warning("%s refused %s: %s", outgoing.to, self._mid(outgoing), exc)
-            return f"{HARD_BOUNCE} {exc}"
+            log.warning("message %s refused: %s", outgoing.key, exc, extra={"message_id": mid})
+            return FAILED, f"{HARD_BOUNCE} {exc}"
+        except DeliveryUnknown as exc:
+            log.warning("message %s unknown: %s", outgoing.key, exc, extra={"message_id": mid})
+            return UNKNOWN, str(exc)[:1000]
+        except Interrupted as exc:
+            return QUEUED, str(exc)[:1000]
         except Exception as exc:  # any other failure fails this message, not the batch
-            log.warning("sending %s to %s failed: %s", self._mid(outgoing), outgoing.to, exc)
-            return str(exc)[:1000] or type(exc).__name__
-        return None
+            log.warning("message %s failed: %s", outgoing.key, exc, extra={"message_id": mid})
+            return FAILED, str(exc)[:1000] or type(exc).__name__
+        return SENT, None
 
     def reconcile(self) -> tuple[int, int]:
         """Settle what a dead process left: (marked unknown, delivered late).
 
         A message still `sending` after the lease may or may not have gone: it becomes
-        `unknown` for a person to decide, and is never re-sent automatically. A message
-        still `queued` after the lease never reached the transport: it is delivered now,
-        unless its address was suppressed meanwhile.
+        `unknown` for a person to decide, and is never re-sent automatically. Messages
+        still `queued` after the lease never reached the transport: they are delivered now,
+        batch after batch until none is left (or a stop is asked), unless the address was
+        suppressed meanwhile.
         """
         now = self.clock.now()
         expired = now - self.project.settings.delivery.lease
@@ -532,8 +735,15 @@ class Dispatcher:
                 .where(Message.status == SENDING, Message.created_at < expired)
                 .values(status=UNKNOWN, error="delivery not confirmed: the sender stopped")
             )
-        late = self._deliver_queued(Message.created_at < expired)
-        return int(getattr(unknown, "rowcount", 0) or 0), late
+        late = 0
+        while not self.stopping.is_set():
+            found, delivered = self._deliver_queued(Message.created_at < expired)
+            late += delivered
+            if found < self.batch_size:
+                break
+        marked = int(getattr(unknown, "rowcount", 0) or 0)
+        metrics.count_deliveries(self.transport, {UNKNOWN: marked})
+        return marked, late
 
     def settle(self, message_id: int, *, sent: bool) -> bool:
         """A person's decision on an `unknown` message: it did go (`sent`), or send it now.
@@ -552,9 +762,9 @@ class Dispatcher:
             self._deliver_queued(Message.id == message_id)
         return True
 
-    def _deliver_queued(self, which: ColumnElement[bool]) -> int:
-        """Render again and deliver queued messages (with their original key), unless the
-        address was suppressed meanwhile; return how many went."""
+    def _deliver_queued(self, which: ColumnElement[bool]) -> tuple[int, int]:
+        """Render again and deliver one batch of queued messages (with their original key),
+        unless the address was suppressed meanwhile; return (found, delivered)."""
         now = self.clock.now()
         with write_transaction(self.database) as session:
             queued = session.execute(
@@ -566,6 +776,7 @@ class Dispatcher:
                 )
                 .join(Contact, Contact.id == Message.contact_id)
                 .where(Message.status == QUEUED, which)
+                .order_by(Message.id)
                 .limit(self.batch_size)
             ).all()
             blocked = {
@@ -597,8 +808,7 @@ class Dispatcher:
             for row in queued
             if row.email not in blocked
         ]
-        delivered, _ = self.deliver(outgoing)
-        return delivered
+        return len(queued), self._hand_over(outgoing)[SENT]
 
     def _mid(self, outgoing: Outgoing) -> str:
         return f"<{outgoing.key}@{self.domain}>"
@@ -607,6 +817,22 @@ class Dispatcher:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=width, thread_name_prefix="deliver")
         return self._executor
+
+
+#: The unique key of a journey step: once per enrollment, entry, step and way.
+_JOURNEY_KEY = ["enrollment_id", "entered_at", "step_key", "way"]
+
+
+def _journey_row(enrollment: Row[Any], contact: Row[Any], mark: Mark) -> dict[str, Any]:
+    return {
+        "enrollment_id": enrollment.id,
+        "entered_at": enrollment.entered_at,
+        "contact_id": contact.id,
+        "workflow": enrollment.workflow,
+        "step_key": mark.step,
+        "way": mark.way,
+        "at": mark.at,
+    }
 
 
 def _full_name(contact: Row[Any]) -> str | None:

@@ -10,12 +10,13 @@ from sqlalchemy import Row, select
 
 from nurture.contacts import normalize_email
 from nurture.db import sessions
-from nurture.decisions import Defer, End, Go, Idle, Later, next_action
+from nurture.decisions import WAITING, Defer, End, Go, Idle, Later, next_action
 from nurture.durations import format_duration
 from nurture.engine import History
 from nurture.feedback import UnknownContact
 from nurture.models import Contact, Enrollment
 from nurture.runtime import Runtime
+from nurture.versions import HELD
 
 _LOOKAHEAD = 4
 
@@ -37,6 +38,7 @@ def explain(runtime: Runtime, email: str) -> list[str]:
             .order_by(Enrollment.entered_at, Enrollment.id)
         ).all()
         history = dispatcher.history(session, now, {contact.id: contact}, lock=False)
+        dispatcher.load_versions(session, enrollments)
     zone = ZoneInfo(contact.timezone or settings.timezone)
     name = " ".join(p for p in (contact.first_name, contact.last_name, contact.company) if p)
     lines = [
@@ -67,6 +69,8 @@ def _enrollment(
 ) -> str:
     if enrollment.status in ("completed", "exited"):
         return f"ended ({enrollment.status}): {enrollment.end_reason}"
+    if enrollment.status == WAITING and (enrollment.hold_reason or "").startswith(HELD):
+        return f"nothing planned: {enrollment.hold_reason}"
     at = now
     said: list[str] = []
     for _ in range(_LOOKAHEAD):
@@ -77,9 +81,13 @@ def _enrollment(
             when = "now, at the next tick" if at <= now else _when(at, zone)
             said.append(f"next {step.content} ({action.plan.phase}) {when}")
             return "; ".join(said)
+        if isinstance(action, Later) and action.reason is not None:
+            said.append(f"{action.reason}: the event wakes them at once, else the timeout")
+            return "; ".join(said)
         if isinstance(action, Later):
             said.append(
-                f"{action.step.content} comes due {_when(action.until, zone)} "
+                f"{action.step.content or 'step ' + action.step.key} comes due "
+                f"{_when(action.until, zone)} "
                 f"(its wait of {format_duration(action.step.wait)} after the previous email)"
             )
             at = action.until

@@ -44,6 +44,28 @@ def names_used(source: str) -> set[str]:
     return set(meta.find_undeclared_variables(_env.parse("{{ (" + source + ") }}")))
 
 
+def contact_fields_used(source: str) -> set[str]:
+    """The fields `source` reads from `contact` (`contact.sector`, `contact['sector']`);
+    a method call (`contact.get('x')`) is not a field."""
+    compile_condition(source)
+    tree = _env.parse("{{ (" + source + ") }}")
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
+    found: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        owner = node.node if isinstance(node, (nodes.Getattr, nodes.Getitem)) else None
+        if not (isinstance(owner, nodes.Name) and owner.name == "contact"):
+            continue
+        if isinstance(node, nodes.Getattr) and id(node) not in called:
+            found.add(node.attr)
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+        ):
+            found.add(node.arg.value)
+    return found
+
+
 def check_condition(source: str, allowed: Iterable[str]) -> str:
     """Parse `source` and check that it only names what it may; return it unchanged."""
     unknown = names_used(source) - set(allowed)

@@ -6,13 +6,16 @@ score changes, its stage move and the re-routed enrollments commit together or n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from hashlib import blake2b
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nurture import expressions
@@ -26,6 +29,7 @@ from nurture.contacts import (
     zone_of,
 )
 from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
+from nurture.engagement import WAITS_FOR
 from nurture.models import (
     CANCELLED,
     QUEUED,
@@ -42,9 +46,10 @@ from nurture.models import (
 from nurture.notices import queue_notice
 from nurture.project import Project
 from nurture.providers import Feedback
-from nurture.scoring import Change, engagement_changes, fit_score
+from nurture.scoring import Change, as_of, engagement_changes, fit_score
 from nurture.stages import Move, next_stage
 
+log = logging.getLogger(__name__)
 OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
 #: Hand-off webhook states: pending (to post), delivered, failed (gave up), off (no webhook).
 PENDING, DELIVERED, GAVE_UP, OFF = "pending", "delivered", "failed", "off"
@@ -65,6 +70,49 @@ class Outcome:
     enrolled: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     duplicate: bool = False
+    created: bool = False
+
+
+def insert_new(session: Session, model: Any, values: Mapping[str, Any], keys: list[str]) -> bool:
+    """INSERT ... ON CONFLICT (`keys`) DO NOTHING: True when the row was written, False when
+    one with the same keys exists. Concurrent requests cannot both write it, and none fails:
+    on PostgreSQL the loser waits for the winner's commit, then writes nothing."""
+    dialect = session.get_bind().dialect.name
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = build(model).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return session.execute(statement.returning(model.id)).first() is not None
+
+
+def lock_accounts(session: Session, accounts: Iterable[str | None]) -> None:
+    """PostgreSQL: take each account's advisory lock, to the end of the transaction, always
+    in one order. An event may hold the other people of its account (`_hold_account`), so
+    two people of one account recorded at once would each wait for the other's row; with
+    the account taken before the person, they go one after the other instead."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    keys = {
+        int.from_bytes(blake2b(a.encode(), digest_size=8).digest(), "big", signed=True)
+        for a in accounts
+        if a
+    }
+    for key in sorted(keys):
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def lock_contact(session: Session, address: str) -> Contact | None:
+    """The contact of a normalized address, its row locked (FOR UPDATE on PostgreSQL, after
+    its account: `lock_accounts`; the write transaction holds the database on SQLite) and
+    read afresh: whatever is read and written about this person from here on cannot
+    interleave with another request's."""
+    lock_accounts(
+        session, [session.scalar(select(Contact.account).where(Contact.email == address))]
+    )
+    return session.scalar(
+        select(Contact)
+        .where(Contact.email == address)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def upsert_contact(
@@ -76,32 +124,44 @@ def upsert_contact(
     *,
     stage: str | None = None,
     consent_source: str | None = None,
+    on_create: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Create or update a contact, rescore its fit, and apply the stage rules."""
+    """Create or update a contact, rescore its fit, and apply the stage rules.
+
+    `on_create` holds fields set only if this call creates the contact (its `source`, say).
+    Safe under concurrency: of simultaneous calls for a new address one creates the contact
+    (`Outcome.created`), the others update it after, one at a time (see `lock_contact`).
+    """
     settings = project.settings
     address = normalize_email(email)
     profile, custom = clean_profile(dict(fields), settings.custom_fields)
+    first_profile, first_custom = clean_profile(dict(on_create or {}), settings.custom_fields)
     if stage is not None and stage not in settings.stage_names:
         raise ValueError(
             f"stage: unknown stage {stage!r}; stages are {', '.join(settings.stage_names)}"
         )
-    contact = session.scalar(select(Contact).where(Contact.email == address))
-    if contact is None:
-        profile.setdefault("account", default_account(address))
-        contact = Contact(
-            email=address,
-            custom=custom,
-            stage=FIRST_STAGE,
-            stage_since=now,
-            fit=0.0,
-            engagement=0.0,
-            engagement_at=now,
-            created_at=now,
-            paused=False,
+    created = insert_new(
+        session,
+        Contact,
+        {
+            "account": default_account(address),
+            **first_profile,
             **profile,
-        )
-        session.add(contact)
-        session.flush()
+            "email": address,
+            "custom": {**first_custom, **custom},
+            "stage": FIRST_STAGE,
+            "stage_since": now,
+            "fit": 0.0,
+            "engagement": 0.0,
+            "engagement_at": now,
+            "created_at": now,
+            "paused": False,
+        },
+        ["email"],
+    )
+    contact = lock_contact(session, address)
+    assert contact is not None
+    if created:
         session.add(
             StageMove(
                 contact_id=contact.id,
@@ -118,7 +178,7 @@ def upsert_contact(
             contact.custom = {**(contact.custom or {}), **custom}
     if consent_source:
         contact.consent_source, contact.consent_at = consent_source, now
-    outcome = Outcome(contact)
+    outcome = Outcome(contact, created=created)
     _rescore_fit(session, project, contact, now)
     if stage is not None and stage != contact.stage:
         _move(session, project, contact, Move(stage, "set by hand or import"), now, None, outcome)
@@ -146,7 +206,7 @@ def record_event(
             f"kind: unknown event {kind!r}; known: {', '.join(sorted(settings.event_kinds))}"
         )
     address = normalize_email(email)
-    contact = session.scalar(select(Contact).where(Contact.email == address))
+    contact = lock_contact(session, address)
     if contact is None:
         raise UnknownContact(f"no contact {address}")
     props = dict(properties or {})
@@ -185,6 +245,7 @@ def record_event(
         scored_objects=_scored_objects(session, contact.id),
         scored_today=_scored_today(session, project, contact, now),
     )
+    changes = as_of(changes, event.occurred_at, now, settings.scoring.engagement)
     engagement = current_engagement(contact, settings, now)
     for change in changes:
         engagement += change.points
@@ -206,6 +267,8 @@ def record_event(
             contact.last_engaged_at = now
             _wake(session, contact.id, now)
     outcome.changes = changes
+    if any(kind in w.waits_on for w in project.workflows.values()):
+        wake_waits(session, contact.id, kind, now)
     _apply_stage_rules(session, project, contact, now, event_vars, event, outcome)
     _end_goals(session, project, contact, now, kind, outcome)
     if kind in settings.account_pause.events:
@@ -283,21 +346,20 @@ def apply_provider_feedback(
     suppressed all the same, so a later import cannot write to it.
     """
     address = normalize_email(item.email)
-    if (
-        session.scalar(
-            select(ProviderEvent.id).where(
-                ProviderEvent.provider == provider, ProviderEvent.event_id == item.event_id
-            )
-        )
-        is not None
-    ):
-        return False
-    session.add(
-        ProviderEvent(
-            provider=provider, event_id=item.event_id, kind=item.kind, email=address, at=now
-        )
+    first = insert_new(
+        session,
+        ProviderEvent,
+        {
+            "provider": provider,
+            "event_id": item.event_id,
+            "kind": item.kind,
+            "email": address,
+            "at": now,
+        },
+        ["provider", "event_id"],
     )
-    session.flush()
+    if not first:
+        return False
     source = f"{provider}: {item.detail}"[:200]
     known = session.scalar(select(Contact.id).where(Contact.email == address)) is not None
     if known:
@@ -327,15 +389,31 @@ def apply_provider_feedback(
 
 def suppress(session: Session, email: str, reason: str, source: str | None, now: datetime) -> None:
     address = normalize_email(email)
-    if session.scalar(select(Suppression.id).where(Suppression.email == address)) is None:
-        session.add(Suppression(email=address, reason=reason, source=source, at=now))
-        session.flush()
+    values = {"email": address, "reason": reason, "source": source, "at": now}
+    insert_new(session, Suppression, values, ["email"])
 
 
-def _rescore_fit(session: Session, project: Project, contact: Contact, now: datetime) -> None:
+def rescore_fit(
+    session: Session, project: Project, contact: Contact, now: datetime, cause: str
+) -> Outcome:
+    """`contact`'s fit under the current rules after `cause` (the fit rules changed): the
+    ledger line and any stage move that follows name the cause; enrollments follow."""
+    outcome = Outcome(contact)
+    before = contact.fit
+    _rescore_fit(session, project, contact, now, cause)
+    if contact.fit != before:
+        _apply_stage_rules(session, project, contact, now, None, None, outcome, cause)
+        _enroll(session, project, contact, now, None, outcome)
+    return outcome
+
+
+def _rescore_fit(
+    session: Session, project: Project, contact: Contact, now: datetime, cause: str | None = None
+) -> None:
     variables = condition_variables(contact, project.settings, now)
     fit, reasons = fit_score(project.settings.scoring.fit, variables)
     if fit != contact.fit:
+        rule = "; ".join(reasons) or "no fit rule matches"
         session.add(
             ScoreChange(
                 contact_id=contact.id,
@@ -343,7 +421,7 @@ def _rescore_fit(session: Session, project: Project, contact: Contact, now: date
                 axis="fit",
                 points=fit - contact.fit,
                 value_after=fit,
-                rule="; ".join(reasons) or "no fit rule matches",
+                rule=f"{cause}: {rule}"[:300] if cause else rule,
             )
         )
         contact.fit = fit
@@ -357,6 +435,7 @@ def _apply_stage_rules(
     event_vars: dict[str, Any] | None,
     event: Event | None,
     outcome: Outcome,
+    cause: str | None = None,
 ) -> None:
     settings = project.settings
     for _ in range(len(settings.stage_names)):
@@ -365,6 +444,8 @@ def _apply_stage_rules(
         move = next_stage(settings.stages, settings.disqualify, contact.stage, variables, kind)
         if move is None:
             return
+        if cause:
+            move = Move(move.to_stage, f"{move.reason} ({cause})")
         _move(session, project, contact, move, now, event, outcome)
 
 
@@ -391,6 +472,13 @@ def _move(
     settings = project.settings
     names = settings.stage_names
     upward = names.index(move.to_stage) > names.index(contact.stage)
+    log.info(
+        "contact %s: %s -> %s",
+        contact.id,
+        contact.stage,
+        move.to_stage,
+        extra={"contact_id": contact.id},
+    )
     contact.stage, contact.stage_since = move.to_stage, now
     outcome.moves.append(move)
     phase = settings.phase_of(move.to_stage)
@@ -542,6 +630,20 @@ def _wake(session: Session, contact_id: int, now: datetime) -> None:
     )
 
 
+def wake_waits(session: Session, contact_id: int, kind: str, now: datetime) -> None:
+    """The event a wait_until waits for came: plan the person's waiting enrollments now
+    (their hold reason names the kind: nurture/engagement.py `waiting_reason`)."""
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.contact_id == contact_id,
+            Enrollment.status == ACTIVE,
+            Enrollment.hold_reason.startswith(f"{WAITS_FOR} {kind} until ", autoescape=True),
+        )
+        .values(due_at=now)
+    )
+
+
 def _hold_account(
     session: Session, project: Project, contact: Contact, why: str, now: datetime
 ) -> None:
@@ -579,19 +681,38 @@ def _enroll(
         return
     if session.scalar(select(Suppression.id).where(Suppression.email == contact.email)) is not None:
         return
-    already = set(
-        session.scalars(select(Enrollment.workflow).where(Enrollment.contact_id == contact.id))
-    )
+    already = {
+        e.workflow: e
+        for e in session.scalars(select(Enrollment).where(Enrollment.contact_id == contact.id))
+    }
     variables = condition_variables(contact, settings, now)
     for workflow in project.workflows.values():
-        if workflow.id in already or contact.stage in workflow.goals.stages:
+        if contact.stage in workflow.goals.stages:
+            continue
+        earlier = already.get(workflow.id)
+        if earlier is not None and (
+            earlier.status in OPEN_STATUSES
+            or earlier.ended_at == now  # what ended it is not a new entry
+            or not workflow.may_reenter(earlier.ended_at, now)
+        ):
             continue
         entry = workflow.enter
+        # Entering again takes a new reason to: an entry event, or a move into an entry stage.
+        staged = contact.stage in entry.stages and (
+            earlier is None or any(m.to_stage in entry.stages for m in outcome.moves)
+        )
         if (
-            contact.stage in entry.stages
+            staged
             or (kind is not None and kind in entry.events)
             or (entry.when is not None and expressions.evaluate(entry.when, variables))
         ):
+            if earlier is not None:  # `reenter:` lets them in again: from the start
+                earlier.status, earlier.places, earlier.positions = ACTIVE, {}, {}
+                earlier.version, earlier.entered_at, earlier.due_at = None, now, now
+                earlier.last_sent_at, earlier.hold_reason = None, None
+                earlier.ended_at, earlier.end_reason = None, None
+                outcome.enrolled.append(workflow.id)
+                continue
             session.add(
                 Enrollment(
                     workflow=workflow.id,

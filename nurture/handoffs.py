@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,9 +21,10 @@ from typing import Any
 from sqlalchemy import Engine as Database
 from sqlalchemy import select
 
+from nurture import metrics
 from nurture.config import Handoff as HandoffSettings
 from nurture.contacts import current_engagement, profile
-from nurture.db import claim_due, write_transaction
+from nurture.db import claim_due, release_claimed, write_transaction
 from nurture.feedback import DELIVERED, GAVE_UP, PENDING
 from nurture.models import Contact, Event, Handoff, HandoffAttempt
 from nurture.project import Project
@@ -90,9 +92,15 @@ def payload(
 
 
 def deliver_handoffs(
-    project: Project, database: Database, now: datetime, post: Post = http_post, limit: int = 50
+    project: Project,
+    database: Database,
+    now: datetime,
+    post: Post = http_post,
+    limit: int = 50,
+    stop: threading.Event | None = None,
 ) -> tuple[int, int]:
-    """POST the due hand-offs; (delivered, failed attempts). Each attempt is recorded."""
+    """POST the due hand-offs; (delivered, failed attempts). Each attempt is recorded. A
+    `stop` is honoured between hand-offs: the ones not tried are due again at once."""
     settings = project.settings.handoff
     secret = handoff_secret(settings)
     if settings is None or settings.webhook_url is None or secret is None:
@@ -113,7 +121,10 @@ def deliver_handoffs(
             data = payload(project, handoff, contact, events, now)
             bodies.append((handoff.id, json.dumps(data, default=str).encode()))
     delivered = failed = 0
-    for handoff_id, body in bodies:
+    for index, (handoff_id, body) in enumerate(bodies):
+        if stop is not None and stop.is_set():
+            release_claimed(database, Handoff, [b[0] for b in bodies[index:]], now)
+            break
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "nurture-handoff/1",
@@ -122,6 +133,7 @@ def deliver_handoffs(
         }
         code, error = post(settings.webhook_url, body, headers)
         ok = code is not None and 200 <= code < 300
+        metrics.count_handoff(ok)
         with write_transaction(database) as session:
             handoff = session.get_one(Handoff, handoff_id)
             handoff.attempts += 1

@@ -21,10 +21,10 @@ from nurture import expressions
 from nurture.config import SUPPRESSING_EVENTS
 from nurture.contacts import condition_variables, current_engagement, profile, zone_of
 from nurture.decisions import ACTIVE, WAITING
-from nurture.feedback import record_event, upsert_contact
+from nurture.feedback import lock_accounts, record_event, upsert_contact
 from nurture.models import Contact, Enrollment, Event, ScoreChange, Suppression
 from nurture.project import Project
-from nurture.scoring import engagement_changes
+from nurture.scoring import as_of, engagement_changes
 from nurture.stages import next_stage
 
 _CONTACTS = cast(Table, Contact.__table__)
@@ -88,11 +88,16 @@ def record_events(
     source: str = "api",
 ) -> list[Recorded]:
     """Record `items` in order, in the caller's transaction; contacts not known yet are
-    created (with `source`). Returns one `Recorded` per item, in order."""
+    created (with `source`). Returns one `Recorded` per item, in order.
+
+    The contacts' rows stay locked to the end of the transaction (known ones in the order
+    of their ids, new ones in the order of their addresses), so concurrent batches for one
+    person go one after the other: a client event id is found by the second, an award
+    counted once, an enrollment made once."""
     people = _load(session, project, items, now)
     new = [i for i in items if i.email not in people]
-    for address in dict.fromkeys(i.email for i in new):
-        upsert_contact(session, project, address, {"source": source}, now)
+    for address in sorted({i.email for i in new}):
+        upsert_contact(session, project, address, {}, now, on_create={"source": source})
     if new:
         session.flush()
         people.update(_load(session, project, new, now))
@@ -173,6 +178,7 @@ def _score_plain(
         scored_objects=person.scored,
         scored_today=today,
     )
+    changes = as_of(changes, item.occurred_at or now, now, settings.scoring.engagement)
     before = current_engagement(person, settings, now)
     engagement = before + sum(c.points for c in changes)
     after = {**variables, "engagement": engagement} if changes else variables
@@ -234,7 +240,7 @@ def _special_kinds(project: Project) -> frozenset[str]:
     settings = project.settings
     kinds = set(SUPPRESSING_EVENTS) | set(settings.account_pause.events)
     for workflow in project.workflows.values():
-        kinds |= set(workflow.goals.events) | set(workflow.enter.events)
+        kinds |= set(workflow.goals.events) | set(workflow.enter.events) | workflow.waits_on
     return frozenset(kinds)
 
 
@@ -316,10 +322,17 @@ def _load(
     only the client ids, scored objects and awards that these kinds of events can meet."""
     settings = project.settings
     items = list(items)
+    addresses = {i.email for i in items}
+    lock_accounts(
+        session, session.scalars(select(Contact.account).where(Contact.email.in_(addresses)))
+    )
     connection = session.connection()
     rows: list[Row[Any]] = list(
         connection.execute(
-            select(*_CONTACTS.columns).where(_CONTACTS.c.email.in_({i.email for i in items}))
+            select(*_CONTACTS.columns)
+            .where(_CONTACTS.c.email.in_(addresses))
+            .order_by(_CONTACTS.c.id)
+            .with_for_update()
         )
     )
     people = {

@@ -17,14 +17,18 @@ from sqlalchemy import select, text
 from nurture.db import is_sqlite, write_transaction
 from nurture.feedback import recycle_stale
 from nurture.handoffs import deliver_handoffs
+from nurture.journeys import deliver_webhooks
 from nurture.models import Contact, ScoreChange
 from nurture.notices import deliver_notices
+from nurture.rescore import rescore_if_changed
 from nurture.runtime import Runtime
 from nurture.scoring import NEGLIGIBLE, decay_label, decayed
 
 #: The stored engagement is rewritten when decay has taken at least this much off it;
 #: readers always compute the exact current value from (engagement, engagement_at).
 DECAY_STEP = 0.5
+#: The lock of a fit rescore (nurture/rescore.py): one process in the cluster does it.
+RESCORE_LOCK = "fit-rescore"
 
 
 @contextmanager
@@ -99,14 +103,24 @@ def recycle_job(runtime: Runtime, now: datetime) -> int:
 def run_periodic(runtime: Runtime, now: datetime) -> dict[str, int]:
     """One round of every periodic job (what `nurture tick` and the simulator call)."""
     done: dict[str, int] = {}
+    with cluster_once(runtime.database, RESCORE_LOCK) as mine:
+        if mine:
+            rescored = rescore_if_changed(runtime.project, runtime.database, now)
+            done["rescored"] = rescored.changed if rescored else 0
     with cluster_once(runtime.database, "decay") as mine:
         if mine:
             done["decayed"] = decay_scores(runtime, now)
     with cluster_once(runtime.database, "recycle") as mine:
         if mine:
             done["recycled"] = recycle_job(runtime, now)
+    stop = runtime.dispatcher.stopping
     done["handed_off"], done["handoff_failures"] = deliver_handoffs(
-        runtime.project, runtime.database, now
+        runtime.project, runtime.database, now, stop=stop
     )
-    done["notices"] = deliver_notices(runtime.database, runtime.dispatcher.transport, now)
+    done["notices"] = deliver_notices(
+        runtime.database, runtime.dispatcher.transport, now, stop=stop
+    )
+    done["webhooks"], done["webhook_failures"] = deliver_webhooks(
+        runtime.project, runtime.database, now, stop=stop
+    )
     return done

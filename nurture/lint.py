@@ -2,8 +2,9 @@
 
 Each finding names the file and line. Errors (exit 1): no unsubscribe link, a link that is
 not https, an image without alt text, an empty subject or one over 78 characters, HTML over
-Gmail's 102 KB clipping limit. Warnings: no preheader, an MJML tag MJML does not know, a
-contact field that no contact in the database has.
+Gmail's 102 KB clipping limit, and what the compiled HTML shows wrongly (the front matter's
+preheader missing or changed, a section wider than the body). Warnings: no preheader, an MJML
+tag MJML does not know, a contact field that no contact in the database has.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lxml.html
 from jinja2 import Environment, nodes
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture.config import PROFILE_FIELDS, Settings
-from nurture.content import Piece, sample_variables, split_front_matter
+from nurture.content import Piece, body_width, sample_variables, split_front_matter
 from nurture.models import Contact
 from nurture.project import Project
 
@@ -29,6 +31,9 @@ _LINK = re.compile(r"""href\s*=\s*["'](?P<url>[^"']*)["']""", re.I)
 _IMAGE = re.compile(r"<(?:mj-image|img)\b[^>]*>", re.I | re.S)
 _ALT = re.compile(r"""\balt\s*=\s*["'][^"']+["']""", re.I)
 _MJ_TAG = re.compile(r"<(mj-[a-z-]+)", re.I)
+_MAX_WIDTH = re.compile(r"max-width:\s*(\d+)px")
+#: What MJML pads a preheader with so inboxes show no body text after it.
+_INVISIBLE = "\u034f\u200c\u00a0\u200b\u2007\u00ad"
 MJML_TAGS = frozenset(
     (
         "mj-accordion",
@@ -129,6 +134,13 @@ def lint_piece(
         yield Finding(
             display, 1, "warning", "no preheader: inboxes will show the first words of the body"
         )
+    expected = piece.preheader(variables)
+    if expected is None and "<mj-preview" in body:
+        expected = ""  # written in the body: it must show, whatever it says
+    for message in compiled_problems(rendered.html, expected, body_width(body)):
+        yield Finding(
+            display, line_of("preheader") if "preheader" in message else body_line, "error", message
+        )
     if variables["unsubscribe_url"] not in rendered.html:
         yield Finding(display, body_line, "error", "no unsubscribe link ({{ unsubscribe_url }})")
     size = len(rendered.html.encode())
@@ -165,6 +177,46 @@ def lint_piece(
                     "warning",
                     f"no contact has {field!r}: everyone gets the fallback",
                 )
+
+
+def compiled_problems(html: str, preheader: str | None, width: int) -> list[str]:
+    """What the compiled HTML shows wrongly, checked in the HTML itself (not in the MJML).
+
+    `preheader`: the text the inbox must show after the subject ("" for any non-empty text,
+    None for no check). Every block of the body (a section, a wrapper, the inner box of a
+    full-width section) must be held to `width` pixels, or on a desktop it stretches wider
+    than the email.
+    """
+    problems: list[str] = []
+    document = lxml.html.document_fromstring(html)
+    body = document.find("body")
+    if body is None:
+        return ["the compiled HTML has no <body>"]
+    hidden = body.xpath("./div[contains(translate(@style, ' ', ''), 'display:none')]")
+    shown = " ".join(hidden[0].text_content().strip(_INVISIBLE + " \n").split()) if hidden else ""
+    if preheader is not None and not shown:
+        problems.append("the preheader is missing from the compiled HTML")
+    elif preheader and shown != preheader:
+        problems.append(f"the preheader in the HTML is {shown!r}, not {preheader!r}")
+    roots = body.xpath(".//div[@aria-roledescription='email']")
+    blocks = [child for child in roots[0] if isinstance(child.tag, str)] if roots else []
+    for number, block in enumerate(blocks, start=1):
+        box = (
+            block
+            if block.tag == "div"
+            else next(
+                iter(block.xpath(".//div[contains(translate(@style, ' ', ''), 'margin:0pxauto')]")),
+                block,
+            )
+        )
+        found = _MAX_WIDTH.search((box.get("style") or "").replace(" ", ""))
+        if found is None or int(found.group(1)) > width:
+            shown_width = f"{found.group(1)} px wide" if found else "not held to a width"
+            problems.append(
+                f"section {number} of the body is {shown_width} in the compiled HTML, "
+                f"in a {width} px body: on a desktop it stretches past the email"
+            )
+    return problems
 
 
 def fields_in_use(session: Session, settings: Settings) -> dict[str, int]:

@@ -44,7 +44,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-#: Message statuses: queued -> sending -> sent or failed; unknown after a crash mid-send;
+#: Message statuses: queued -> sending -> sent or failed; unknown when handed over without
+#: an answer, or after a crash mid-send;
 #: cancelled when a stage move made a queued email the wrong one.
 QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
 CANCELLED = "cancelled"
@@ -139,6 +140,22 @@ class ScoreChange(Base):
     object_key: Mapped[str | None] = mapped_column(String(500))
 
 
+class RuleSet(Base):
+    """A version of the rules that compute a stored score (kind `fit`: the fit rules with
+    the lists and custom fields they read), by digest. The newest row of a kind is what the
+    stored scores follow once its `done_at` is set; before that, a rescore is under way."""
+
+    __tablename__ = "rule_sets"
+    __table_args__ = (Index("ix_rule_sets_kind_id", "kind", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    digest: Mapped[str] = mapped_column(String(64))
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seen_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+
 class StageMove(Base):
     """The stage ledger: every move with its reason."""
 
@@ -170,13 +187,40 @@ class Enrollment(Base):
     workflow: Mapped[str] = mapped_column(String(100))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16))
+    #: Before step ids (migration 0008): phase -> how many steps were done. Read once, when
+    #: the engine first plans the enrollment, to set `places`; never written since.
     positions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: The person's place: phase -> the id of the last step of that track whose turn is done.
+    places: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    #: The digest (sha256 of the file) of the workflow version `places` refers to; None
+    #: until the engine first plans the enrollment (then `places` is empty or from `positions`).
+    version: Mapped[str | None] = mapped_column(String(64))
     entered_at: Mapped[datetime]
     due_at: Mapped[datetime | None]
     last_sent_at: Mapped[datetime | None]
     hold_reason: Mapped[str | None] = mapped_column(Text)
     ended_at: Mapped[datetime | None]
     end_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WorkflowVersion(Base):
+    """Each distinct text of a workflow file the engine ran: enrollments point at one by
+    (`workflow`, `digest`); `outline` is its steps per track, in order (id, content, wait)."""
+
+    __tablename__ = "workflow_versions"
+    __table_args__ = (UniqueConstraint("workflow", "digest"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(100))
+    #: 1, 2, 3... per workflow id, in the order the engine first ran them.
+    number: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    outline: Mapped[dict[str, Any]] = mapped_column(JSON)
+    first_seen_at: Mapped[datetime]
+    #: What the engine did with the people in flight when it took this version up:
+    #: {"continue": n, "move": n, "finish": n, "hold": n}.
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Message(Base):
@@ -357,6 +401,38 @@ class User(Base):
     last_login_at: Mapped[datetime | None]
 
 
+class DashboardSession(Base):
+    """One dashboard login. The browser's signed cookie carries a random id; only its sha256
+    is kept, so a stolen database holds no usable session. Revoked at logout, at a password
+    change, or by `nurture user sessions end`."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class LoginAttempt(Base):
+    """Each dashboard login tried: the throttle counts the failures per account and per
+    client address from here, so it holds across processes and restarts."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_email_at", "email", "at"),
+        Index("ix_login_attempts_address_at", "address", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    succeeded: Mapped[bool]
+
+
 class ReportCache(Base):
     """Numbers too costly to count on every page view (the funnel's history), kept as JSON
     with the instant they were computed; a periodic job renews them."""
@@ -366,3 +442,33 @@ class ReportCache(Base):
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     computed_at: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class JourneyStep(Base):
+    """A journey step done for one enrollment: a way taken (a branch's then/else, a split's
+    path, a wait_until's then/else), a wait started (`waiting`), an action done (its kind).
+    The unique key makes each action happen at most once per enrollment step (and entry)."""
+
+    __tablename__ = "journey_steps"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "entered_at", "step_key", "way"),
+        Index("ix_journey_steps_contact", "contact_id", "at"),
+        Index("ix_journey_steps_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    #: The enrollment's `entered_at`: a person who enters again (`reenter:`) goes round again.
+    entered_at: Mapped[datetime]
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    workflow: Mapped[str] = mapped_column(String(100))
+    step_key: Mapped[str] = mapped_column(String(100))
+    way: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+    #: What the action did, in words (the timeline shows it).
+    detail: Mapped[str | None] = mapped_column(Text)
+    #: A webhook action: where it posts, and its delivery (pending, delivered, failed).
+    url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None]

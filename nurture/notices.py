@@ -8,18 +8,38 @@ from __future__ import annotations
 
 import html
 import secrets
+import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine as Database
 from sqlalchemy.orm import Session
 
-from nurture.db import claim_due, write_transaction
-from nurture.models import FAILED, QUEUED, SENT, Notice
-from nurture.transport import Outgoing, Rejected, Transport
+from nurture.db import claim_due, release_claimed, write_transaction
+from nurture.models import FAILED, QUEUED, SENT, UNKNOWN, Notice
+from nurture.transport import (
+    DeliveryUnknown,
+    Interrupted,
+    Outgoing,
+    Refused,
+    Rejected,
+    Transport,
+)
 
 LEASE = timedelta(minutes=5)
 TRIES = 6
 BACKOFF = timedelta(minutes=1)
+#: Opt-in confirmations to one address for one form: none within this long of the last...
+CONFIRM_GAP = timedelta(minutes=10)
+#: ...and at most this many a day.
+CONFIRM_PER_DAY = 3
+
+
+def may_confirm_again(earlier: list[datetime], now: datetime) -> bool:
+    """Whether one more opt-in confirmation may go to an address for a form, which had one
+    at each of `earlier`: a form posted again and again (a double click, a bot, someone
+    signing up another person) must not become a stream of emails to that address."""
+    recent = [at for at in earlier if at > now - timedelta(days=1)]
+    return len(recent) < CONFIRM_PER_DAY and all(at <= now - CONFIRM_GAP for at in recent)
 
 
 def queue_notice(
@@ -47,17 +67,26 @@ def queue_notice(
 
 
 def deliver_notices(
-    database: Database, transport: Transport, now: datetime, limit: int = 100
+    database: Database,
+    transport: Transport,
+    now: datetime,
+    limit: int = 100,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Send the due notices; how many went. A refused address fails at once; anything else
-    is tried again with a doubling wait, `TRIES` times in all."""
+    """Send the due notices; how many went. A refused address fails at once; one handed
+    over without an answer is `unknown`, never sent again; anything else is tried again
+    with a doubling wait, `TRIES` times in all. A `stop` is honoured between notices: the
+    ones not tried are due again at once, for the next run."""
     with write_transaction(database) as session:
         due = [
             (n.id, n.to, n.subject, n.text)
             for n in claim_due(session, Notice, QUEUED, now, LEASE, limit)
         ]
     sent = 0
-    for notice_id, to, subject, text in due:
+    for index, (notice_id, to, subject, text) in enumerate(due):
+        if stop is not None and stop.is_set():
+            release_claimed(database, Notice, [n[0] for n in due[index:]], now)
+            break
         outgoing = Outgoing(
             key=f"notice.{notice_id}.{secrets.token_hex(6)}",
             to=to,
@@ -69,11 +98,16 @@ def deliver_notices(
             sent_at=now,
         )
         error: str | None = None
-        final = False
+        final: str | None = None
         try:
             transport.send(outgoing)
-        except Rejected as exc:
-            error, final = str(exc), True
+        except Interrupted:  # never handed over: due again at once, for the next run
+            release_claimed(database, Notice, [n[0] for n in due[index:]], now)
+            break
+        except (Rejected, Refused) as exc:
+            error, final = str(exc), FAILED
+        except DeliveryUnknown as exc:
+            error, final = str(exc), UNKNOWN
         except Exception as exc:  # any other failure is retried, and recorded
             error = f"{type(exc).__name__}: {exc}"
         with write_transaction(database) as session:
@@ -84,7 +118,7 @@ def deliver_notices(
                 notice.error = None
                 sent += 1
             elif final or notice.attempts >= TRIES:
-                notice.status, notice.error, notice.next_attempt_at = FAILED, error, None
+                notice.status, notice.error, notice.next_attempt_at = final or FAILED, error, None
             else:
                 notice.error = error
                 notice.next_attempt_at = now + BACKOFF * 2 ** (notice.attempts - 1)

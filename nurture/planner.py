@@ -1,32 +1,70 @@
-"""Which email an enrollment sends next: pure, from the workflow, the stage's phase and history."""
+"""Which email an enrollment sends next: pure, from the workflow, the stage's phase and history.
+
+A track is a tree of steps: emails, branches (`if:`), waits for an event (`wait_until:`),
+splits (A/B of paths) and actions. A person's place per track is the key of the last thing
+done in it: a step, or an arm (`<id>#then`, `<id>#else`, `<id>#<path>`) when they took a way
+of a branch, a wait or a split and have done none of its steps yet; the key of a wait_until
+itself while they wait at it (`since:<phase>` in the places then says since when).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from nurture import expressions
+from nurture.engagement import Engagement, functions
 from nurture.phases import Phase
-from nurture.workflows import Step, Workflow
+from nurture.versions import SINCE
+from nurture.workflows import ActionStep, Branch, Node, Split, Step, WaitFor, Workflow
+
+#: phase -> the key of the last step or arm of that track whose turn is done (sent, passed
+#: over, skipped, taken); a phase missing has not started. Never a list index: see
+#: nurture/versions.py. `since:<phase>`: when the wait at a wait_until started (while the
+#: place is that step), or when the last one ended (a floor for the next step's wait).
+Places = dict[str, str]
+
+
+def since_key(phase: str) -> str:
+    return f"{SINCE}{phase}"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A journey step done on the way: a way taken (`way`: then, else or a path id), a wait
+    started (`way` "waiting"), or an action done (`action`)."""
+
+    step: str
+    way: str
+    at: datetime
+    action: ActionStep | None = None
 
 
 @dataclass(frozen=True)
 class Send:
     step: Step
     phase: Phase
-    positions: dict[str, int]
+    places: Places
+    #: The places with the steps passed over or skipped on the way, but not `step` itself
+    #: (where the person stays when a cap holds `step`).
+    before: Places
     skipped: tuple[str, ...] = field(default=())
+    marks: tuple[Mark, ...] = ()
 
 
 @dataclass(frozen=True)
 class WaitUntil:
-    """The next step exists but its wait has not run out."""
+    """The next step exists but its wait has not run out (or, `event` set: a wait_until
+    waits for that event until `until`)."""
 
     until: datetime
-    step: Step
-    positions: dict[str, int]
+    step: Node
+    places: Places
+    marks: tuple[Mark, ...] = ()
+    event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,49 +72,192 @@ class Exhausted:
     """Nothing left to send in this phase: the person waits for new content or a new stage."""
 
     reason: str
-    positions: dict[str, int]
+    places: Places
+    marks: tuple[Mark, ...] = ()
 
 
 Plan = Send | WaitUntil | Exhausted
 
 
+@dataclass(frozen=True)
+class _Index:
+    """Where each step sits in a track's tree."""
+
+    nodes: dict[str, Node]
+    #: step key -> (its list, its index there, the arm key holding the list or None)
+    position: dict[str, tuple[list[Node], int, str | None]]
+    #: arm key -> (the compound step, the arm's steps)
+    arms: dict[str, tuple[Node, list[Node]]]
+
+
+_indexes: dict[tuple[int, str], tuple[Workflow, _Index]] = {}
+
+
+def _index(workflow: Workflow, phase: Phase) -> _Index:
+    cached = _indexes.get((id(workflow), phase))
+    if cached is not None and cached[0] is workflow:
+        return cached[1]
+    index = _Index({}, {}, {})
+
+    def visit(steps: list[Node], arm: str | None) -> None:
+        for number, step in enumerate(steps):
+            index.nodes[step.key] = step
+            index.position[step.key] = (steps, number, arm)
+            if isinstance(step, (Branch, WaitFor, Split)):
+                for key, inner in step.arms():
+                    index.arms[key] = (step, inner)
+                    visit(inner, key)
+
+    visit(workflow.track(phase), None)
+    if len(_indexes) > 512:
+        _indexes.clear()
+    _indexes[(id(workflow), phase)] = (workflow, index)
+    return index
+
+
+def _after(index: _Index, key: str) -> Node | None:
+    """What comes once step `key` (with all its ways) is done."""
+    steps, number, arm = index.position[key]
+    if number + 1 < len(steps):
+        return steps[number + 1]
+    return None if arm is None else _after(index, index.arms[arm][0].key)
+
+
+def _enter(index: _Index, arm: str) -> Node | None:
+    compound, steps = index.arms[arm]
+    return steps[0] if steps else _after(index, compound.key)
+
+
+def choose_path(split: Split, who: str, workflow: str) -> str:
+    """The path of `split` for person `who`: a stable hash of (person, workflow, step id),
+    spread over the paths in proportion to their weights."""
+    digest = hashlib.sha256(f"{who}\x1f{workflow}\x1f{split.id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % sum(p.weight for p in split.split)
+    for path in split.split:
+        if point < path.weight:
+            return path.id
+        point -= path.weight
+    return split.split[-1].id  # pragma: no cover - the weights sum up to more than point
+
+
 def plan_next(
     workflow: Workflow,
     phase: Phase | None,
-    positions: Mapping[str, int],
+    places: Mapping[str, str],
     received: Set[str],
     *,
     since: datetime,
     now: datetime,
     variables: Mapping[str, Any],
+    engagement: Engagement | None = None,
+    who: str = "",
+    entered: datetime | None = None,
 ) -> Plan:
     """The next step of `workflow` for a person whose stage gets `phase` content.
 
-    `received` holds every content id the person ever got (from any workflow): those steps
-    are passed over, so nobody gets a piece twice. `since` is when the previous email of this
-    enrollment went (or when the person entered): each step's wait counts from it. A step
-    whose condition does not hold when it comes due is skipped for good.
+    `places` says, per track, the last step whose turn is done; the next one is read from the
+    track's tree. `received` holds every content id the person ever got (from any workflow,
+    renamed pieces under their current id): those steps are passed over, so nobody gets a
+    piece twice. `since` is when the previous email of this enrollment went (or when the
+    person entered): each step's wait counts from it (or from when the last wait_until ended,
+    if later). A step whose condition does not hold when it comes due is skipped for good;
+    a branch takes its way when it comes due, and keeps it. `engagement` is what the person
+    did (for `clicked(...)` and the like, and wait_until); `who` names them for splits;
+    `entered` is when they entered the workflow (a wait_until with `counts_from: entry`).
     """
-    updated = dict(positions)
+    updated = dict(places)
     if phase is None:
         return Exhausted("the current stage receives no nurture", updated)
     track = workflow.track(phase)
-    index = updated.get(phase, 0)
+    if not track:
+        return Exhausted(
+            f"{workflow.id} has no {phase} track: waits until the stage moves to a phase it has",
+            updated,
+        )
+    index = _index(workflow, phase)
+    did = engagement or Engagement()
+    scope: dict[str, Any] | None = None
+
+    def holds(condition: str) -> bool:
+        nonlocal scope
+        if scope is None:
+            scope = {**variables, **functions(did, received, now)}
+        return expressions.evaluate(condition, scope)
+
+    marks: list[Mark] = []
     skipped: list[str] = []
-    while index < len(track):
-        step = track[index]
-        if step.content in received:
-            index += 1
-            updated[phase] = index
-            continue
-        due = since + step.wait
-        if due > now:
-            return WaitUntil(due, step, updated)
-        if step.when is not None and not expressions.evaluate(step.when, variables):
-            skipped.append(step.content)
-            index += 1
-            updated[phase] = index
-            continue
-        updated[phase] = index + 1
-        return Send(step, phase, updated, tuple(skipped))
-    return Exhausted(f"all {phase} content of {workflow.id} sent", updated)
+    pointer = updated.get(phase)
+    waited = updated.get(since_key(phase))
+    floor = max(since, datetime.fromisoformat(waited)) if waited else since
+    node: Node | None
+    if pointer is None:
+        node = track[0]
+    elif pointer in index.arms:
+        node = _enter(index, pointer)
+    elif pointer in index.nodes:
+        found = index.nodes[pointer]
+        # At a branch, split or wait not decided yet: decide it; after anything else: go on.
+        node = found if isinstance(found, (Branch, WaitFor, Split)) else _after(index, pointer)
+    else:
+        return Exhausted(
+            f"held: its place {pointer!r} is no step of {workflow.id} (picked up when the "
+            "engine next loads the workflow)",
+            updated,
+        )
+
+    def take(compound: Node, way: str, at: datetime) -> Node | None:
+        arm = f"{compound.key}#{way}"
+        updated[phase] = arm
+        marks.append(Mark(compound.key, way, at))
+        return _enter(index, arm)
+
+    while node is not None:
+        arrived = updated.get(phase) == node.key
+        if not arrived:
+            due = floor + node.wait
+            if isinstance(node, Step) and node.content in received:
+                updated[phase] = node.key
+                node = _after(index, node.key)
+                continue
+            if due > now:
+                return WaitUntil(due, node, updated, tuple(marks))
+        if isinstance(node, Step):
+            if node.when is not None and not holds(node.when):
+                skipped.append(node.content)
+                updated[phase] = node.key
+                node = _after(index, node.key)
+                continue
+            return Send(
+                node, phase, {**updated, phase: node.key}, updated, tuple(skipped), tuple(marks)
+            )
+        if isinstance(node, Branch):
+            node = take(node, "then" if holds(node.if_) else "else", now)
+        elif isinstance(node, Split):
+            node = take(node, choose_path(node, who, workflow.id), now)
+        elif isinstance(node, ActionStep):
+            updated[phase] = node.key
+            marks.append(Mark(node.key, node.action.kind, now, node))
+            node = _after(index, node.key)
+        else:
+            until = node.wait_until
+            if arrived and updated.get(since_key(phase)):
+                start = datetime.fromisoformat(updated[since_key(phase)])
+            else:
+                start = now
+                updated[phase] = node.key
+                updated[since_key(phase)] = start.isoformat()
+                marks.append(Mark(node.key, "waiting", start))
+            counted = entered if until.counts_from == "entry" and entered else start
+            came = did.came(until.event, min(counted, start), until.where, variables)
+            deadline = start + until.timeout
+            if came is not None:
+                floor = max(floor, came.at, start)
+                updated[since_key(phase)] = floor.isoformat()
+                node = take(node, "then", max(came.at, start))
+            elif now >= deadline:
+                floor = max(floor, deadline)
+                updated[since_key(phase)] = floor.isoformat()
+                node = take(node, "else", deadline)
+            else:
+                return WaitUntil(deadline, node, updated, tuple(marks), until.event)
+    return Exhausted(f"all {phase} content of {workflow.id} sent", updated, tuple(marks))

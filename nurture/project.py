@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nurture.config import Settings, load_settings
@@ -19,6 +19,14 @@ class Project:
     settings: Settings
     workflows: dict[str, Workflow]
     content: dict[str, Piece]
+    #: An earlier content id -> the piece that now bears it (`renamed_from:` in front matter).
+    content_aliases: dict[str, str] = field(default_factory=dict)
+    #: An earlier workflow id -> the workflow that took its people (`renamed_from:`).
+    renamed_workflows: dict[str, str] = field(default_factory=dict)
+
+    def canonical(self, content_id: str) -> str:
+        """The content id a piece goes by now: whoever got the old one has got it."""
+        return self.content_aliases.get(content_id, content_id)
 
     @property
     def database_path(self) -> Path:
@@ -83,6 +91,7 @@ def load_project(root: Path) -> Project:
     phases: dict[str, str] = {piece_id: piece.phase for piece_id, piece in content.items()}
     phases.update(_broken_ids(content_root, content))
     context = workflow_context(settings, phases)
+    context["contact_fields"] = settings.contact_fields  # `contact.x` must be a field
     workflows: dict[str, Workflow] = {}
     for path in sorted((root / "workflows").glob("*.y*ml")):
         try:
@@ -93,9 +102,43 @@ def load_project(root: Path) -> Project:
         workflows[workflow.id] = workflow
     if not workflows and not problems:
         problems.append(Problem(_display(root / "workflows", root), None, "no workflow found"))
+    aliases = _content_aliases(content, root, problems)
+    renamed: dict[str, str] = {}
+    for workflow in workflows.values():
+        display = _display(root / "workflows" / f"{workflow.id}.yaml", root)
+        for old in workflow.renamed_from:
+            if old in workflows:
+                problems.append(
+                    Problem(display, None, f"renamed_from: {old} is still a workflow file")
+                )
+            elif old in renamed:
+                problems.append(
+                    Problem(display, None, f"renamed_from: {old} is claimed by {renamed[old]} too")
+                )
+            renamed.setdefault(old, workflow.id)
     if problems:
         raise ProjectError(problems)
-    return Project(root, settings, workflows, content)
+    return Project(root, settings, workflows, content, aliases, renamed)
+
+
+def _content_aliases(
+    content: dict[str, Piece], root: Path, problems: list[Problem]
+) -> dict[str, str]:
+    """Each earlier content id -> the piece that names it in `renamed_from:`, checked."""
+    aliases: dict[str, str] = {}
+    for piece in content.values():
+        for old in piece.front.renamed_from:
+            display = _display(piece.path, root)
+            if old in content:
+                problems.append(
+                    Problem(display, None, f"renamed_from: {old} is still a piece of content")
+                )
+            elif old in aliases:
+                problems.append(
+                    Problem(display, None, f"renamed_from: {old} is claimed by {aliases[old]} too")
+                )
+            aliases.setdefault(old, piece.id)
+    return aliases
 
 
 def _broken_ids(content_root: Path, loaded: dict[str, Piece]) -> dict[str, str]:

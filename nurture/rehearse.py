@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -16,10 +17,21 @@ from nurture.clock import FixedClock
 from nurture.config import Strict, TimeZoneName
 from nurture.db import sessions
 from nurture.drive import Action, Sent, drive
-from nurture.feedback import record_event, upsert_contact
-from nurture.models import Contact, Deferral, Enrollment, Event, Message, ScoreChange, StageMove
+from nurture.durations import format_duration
+from nurture.feedback import record_event, sales_outcome, upsert_contact
+from nurture.models import (
+    Contact,
+    Deferral,
+    Enrollment,
+    Event,
+    JourneyStep,
+    Message,
+    ScoreChange,
+    StageMove,
+)
 from nurture.runtime import open_runtime
 from nurture.transport import NullTransport
+from nurture.workflows import WaitFor, Workflow
 from nurture.yamlfile import parse_yaml, validate
 
 EMAIL = "persona@rehearsal.example"
@@ -91,8 +103,19 @@ def rehearse(root: Path, persona: Persona) -> list[str]:
             )
 
         def perform(session: Session, action: Action, now: datetime) -> None:
+            if action.kind in ("sales_accepted", "sales_rejected"):
+                accepted = action.kind == "sales_accepted"
+                reason = str(action.properties.get("reason", "" if accepted else "not now"))
+                sales_outcome(session, runtime.project, EMAIL, accepted, reason, now)
+                return
             record_event(
-                session, runtime.project, EMAIL, action.kind, now, properties=action.properties
+                session,
+                runtime.project,
+                EMAIL,
+                action.kind,
+                now,
+                properties=action.properties,
+                message_id=action.message_id,
             )
 
         def react(sent: Sent) -> list[Action]:
@@ -104,6 +127,7 @@ def rehearse(root: Path, persona: Persona) -> list[str]:
                         email=EMAIL,
                         kind="email_opened",
                         properties={"message_id": sent.id},
+                        message_id=sent.id,
                     )
                 )
             if persona.clicks in ("every", sent.phase):
@@ -113,19 +137,64 @@ def rehearse(root: Path, persona: Persona) -> list[str]:
                         email=EMAIL,
                         kind="email_clicked",
                         properties={"message_id": sent.id},
+                        message_id=sent.id,
                     )
                 )
             return reactions
 
         drive(runtime, clock, actions, end, perform, react)
-        lines = _timeline(make, zone, start, persona)
+        lines = _timeline(make, zone, start, persona, runtime.project.workflows)
         runtime.database.dispose()
     return lines
 
 
-def _timeline(make: Any, zone: ZoneInfo, start: datetime, persona: Persona) -> list[str]:
+def _journey_line(step: JourneyStep, workflows: Mapping[str, Workflow]) -> str:
+    """One journey step in words: a wait started, a way taken, an action done."""
+    found = workflows.get(step.workflow)
+    kind = next(
+        (
+            type(s).__name__
+            for phase in (found.tracks if found else {})
+            for s in found.flat(phase)  # type: ignore[union-attr]
+            if s.key == step.step_key
+        ),
+        "",
+    )
+    where = f"{step.workflow}/{step.step_key}"
+    if step.way == "waiting":
+        what = found and next(
+            (
+                s.wait_until
+                for phase in found.tracks
+                for s in found.flat(phase)
+                if isinstance(s, WaitFor) and s.key == step.step_key
+            ),
+            None,
+        )
+        event = f" for {what.event}, at most {format_duration(what.timeout)}" if what else ""
+        return f"waits{event} ({where})"
+    if kind == "WaitFor":
+        came = "the event came" if step.way == "then" else "no event before the timeout"
+        return f"{came}: takes {step.way} ({where})"
+    if kind == "Branch":
+        holds = "holds" if step.way == "then" else "does not hold"
+        return f"branch: the condition {holds}, takes {step.way} ({where})"
+    if kind == "Split":
+        return f"split: path {step.way} ({where})"
+    return f"action {step.way}: {step.detail or 'done'} ({where})"
+
+
+def _timeline(
+    make: Any,
+    zone: ZoneInfo,
+    start: datetime,
+    persona: Persona,
+    workflows: Mapping[str, Workflow],
+) -> list[str]:
     entries: list[tuple[datetime, int, str]] = []
     with make() as session:
+        for step in session.scalars(select(JourneyStep)):
+            entries.append((step.at, 2, _journey_line(step, workflows)))
         contact = session.scalars(select(Contact)).one()
         for m in session.scalars(select(Message)):
             entries.append(

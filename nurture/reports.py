@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, func, or_, select
+from sqlalchemy import Engine, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from nurture import diagram
 from nurture.config import DISQUALIFIED, Settings
 from nurture.db import write_transaction
 from nurture.models import (
@@ -21,10 +22,18 @@ from nurture.models import (
     Deferral,
     Enrollment,
     Event,
+    JourneyStep,
     Message,
     ReportCache,
     ScoreChange,
     StageMove,
+    WorkflowVersion,
+)
+from nurture.winner import Arm as WinnerArm
+from nurture.winner import Verdict, decide
+from nurture.workflows import (
+    Arm,
+    Compound,
 )
 
 #: Above this share of complaints, inbox providers start to refuse a sender (Gmail, Yahoo).
@@ -81,13 +90,7 @@ def funnel_history(session: Session, settings: Settings, now: datetime) -> dict[
     median sales cycle, sends, deliverability, engagement): read from millions of rows, so
     computed by a periodic job and kept in `report_cache`, not on each page view."""
     names = [s.name for s in settings.stages]
-    reached_exact = dict(
-        session.execute(
-            select(StageMove.to_stage, func.count(func.distinct(StageMove.contact_id))).group_by(
-                StageMove.to_stage
-            )
-        ).all()
-    )
+    reached = _ever_reached(session, names)
     durations = _stage_durations(session, now)
     last = names[-1] if names else None
     cycle = _median_days(
@@ -104,19 +107,38 @@ def funnel_history(session: Session, settings: Settings, now: datetime) -> dict[
     return {
         "version": HISTORY_VERSION,
         "computed_at": now.isoformat(),
-        # Anyone at a stage passed every stage before it, even when a move skipped some.
-        "reached": {
-            name: sum(reached_exact.get(later, 0) for later in names[index:])
-            for index, name in enumerate(names)
-        },
+        "reached": reached,
         "median_days": {name: _median_days(durations.get(name, [])) for name in names},
         "cycle_days": cycle,
         **_activity(session, now),
     }
 
 
+def _ever_reached(session: Session, names: list[str]) -> dict[str, int]:
+    """Per stage, the distinct contacts ever moved to it or to a stage above it: anyone at a
+    stage passed every stage before it, even when a move skipped some, and is counted once
+    however often they went up and down."""
+    rank = case({name: index for index, name in enumerate(names)}, value=StageMove.to_stage)
+    highest = (
+        select(func.max(rank).label("top"))
+        .where(StageMove.to_stage.in_(names))
+        .group_by(StageMove.contact_id)
+        .subquery()
+    )
+    at_top: dict[int, int] = {
+        top: count
+        for top, count in session.execute(
+            select(highest.c.top, func.count()).group_by(highest.c.top)
+        )
+    }
+    return {
+        name: sum(at_top.get(top, 0) for top in range(index, len(names)))
+        for index, name in enumerate(names)
+    }
+
+
 #: How old the cached funnel history may be before a page view computes it again.
-HISTORY_VERSION = 2
+HISTORY_VERSION = 3
 HISTORY_MAX_AGE = timedelta(minutes=15)
 
 
@@ -458,6 +480,10 @@ def _props(properties: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class StepStats:
+    """One step of a workflow (nested ones included, in the order people meet them) and its
+    numbers. `content` is empty for a step that sends nothing (a branch, a wait_until, a
+    split, an action): `kind` and `label` say what it is."""
+
     workflow: str
     phase: str
     content: str
@@ -466,11 +492,29 @@ class StepStats:
     clicked: int
     unsubscribed: int
     bounced: int
+    step: str = ""
+    kind: str = "send"
+    label: str = ""
+    #: Open enrollments whose place in the track of their stage's phase is this step.
+    here: int = 0
+    #: The ways of a branch, wait_until or split, with how many people took each.
+    ways: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One recorded version of a workflow file and what the engine did with its people."""
+
+    number: int
+    digest: str
+    first_seen_at: datetime
+    summary: dict[str, int]
 
 
 def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dict[str, int]]:
     """Per step of every workflow: sent, real opens and clicks (messages with at least one),
-    unsubscribes and bounces; and per workflow, the people waiting with their track used up."""
+    unsubscribes and bounces, the people there now and, per way of a branch, wait or split,
+    how many took it; and per workflow, the people waiting with their track used up."""
     sent = dict(
         ((w, s), n)
         for w, s, n in session.execute(
@@ -500,11 +544,28 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
         .group_by(Message.workflow, Message.step_key, Event.kind)
     ):
         reactions[(w, s, kind)] = n
+    taken = {
+        (w, s, way): n
+        for w, s, way, n in session.execute(
+            select(
+                JourneyStep.workflow, JourneyStep.step_key, JourneyStep.way, func.count()
+            ).group_by(JourneyStep.workflow, JourneyStep.step_key, JourneyStep.way)
+        )
+    }
+    here = _places_now(session, project)
     rows = []
     for workflow in project.workflows.values():
-        for phase, steps in workflow.tracks.items():
-            for step in steps:
-                key = (workflow.id, step.content)
+        for phase in workflow.tracks:
+            for step in workflow.flat(phase):
+                if isinstance(step, Arm):
+                    continue
+                key = (workflow.id, step.key)
+                ways: tuple[tuple[str, int], ...] = ()
+                if isinstance(step, Compound):
+                    ways = tuple(
+                        (arm.split("#", 1)[1], taken.get((*key, arm.split("#", 1)[1]), 0))
+                        for arm, _steps in step.arms()
+                    )
                 rows.append(
                     StepStats(
                         workflow=workflow.id,
@@ -515,6 +576,11 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
                         clicked=reactions.get((*key, "email_clicked"), 0),
                         unsubscribed=reactions.get((*key, "unsubscribed"), 0),
                         bounced=failed.get(key, 0) + reactions.get((*key, "hard_bounced"), 0),
+                        step=step.key,
+                        kind=step.kind,
+                        label=diagram.label(step),
+                        here=here.get(key, 0),
+                        ways=ways,
                     )
                 )
     waiting = dict(
@@ -525,6 +591,34 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
         ).all()
     )
     return rows, waiting
+
+
+def _places_now(session: Session, project: Any) -> dict[tuple[str, str], int]:
+    """(workflow, step key) -> open enrollments whose place in the track of their stage's
+    phase is that step (its key, or one of its arms: took that way, nothing of it done yet)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for workflow, places, stage in session.execute(
+        select(Enrollment.workflow, Enrollment.places, Contact.stage)
+        .join(Contact, Contact.id == Enrollment.contact_id)
+        .where(Enrollment.status.in_(("active", "waiting", "paused")))
+    ):
+        phase = project.settings.phase_of(stage) if stage else None
+        place = (places or {}).get(phase) if phase else None
+        if place:
+            counts[(workflow, place.split("#", 1)[0])] += 1
+    return counts
+
+
+def workflow_versions(session: Session) -> dict[str, list[VersionRow]]:
+    """Per workflow, its recorded versions, newest first."""
+    found: dict[str, list[VersionRow]] = defaultdict(list)
+    for row in session.scalars(
+        select(WorkflowVersion).order_by(WorkflowVersion.workflow, WorkflowVersion.number.desc())
+    ):
+        found[row.workflow].append(
+            VersionRow(row.number, row.digest, row.first_seen_at, dict(row.summary or {}))
+        )
+    return dict(found)
 
 
 def planned(session: Session, now: datetime, limit: int = 200) -> tuple[int, list[Any]]:
@@ -551,3 +645,58 @@ def unknown_messages(session: Session, limit: int = 200) -> list[Any]:
             .limit(limit)
         ).all()
     )
+
+
+@dataclass(frozen=True)
+class SubjectResult:
+    """One subject line of a piece: its text (per language) and its real numbers."""
+
+    number: int  # 1-based, as `nurture stats` names it (#1, #2...)
+    subjects: dict[str, str]  # language ("" for the piece's own) -> subject template
+    sent: int
+    opened: int
+    clicked: int
+    winner: bool = False
+
+
+def subject_test(
+    subjects: dict[str, list[str]], lines: list[Any]
+) -> tuple[list[SubjectResult], Verdict]:
+    """The subject lines of one piece (`subjects`: per language, the subject templates in
+    variant order) with their sends and real opens and clicks (`lines`: `stats.Line`s of the
+    piece), and the verdict of the winner rule (`nurture.winner`)."""
+    count = max((len(texts) for texts in subjects.values()), default=1)
+    by_variant = {line.variant or 0: line for line in lines}
+    arms = [
+        WinnerArm(getattr(by_variant.get(i), "sent", 0), getattr(by_variant.get(i), "clicked", 0))
+        for i in range(count)
+    ]
+    verdict = decide(arms) if count > 1 else Verdict(None, "one subject line: no test")
+    results = [
+        SubjectResult(
+            number=i + 1,
+            subjects={lang: texts[i] for lang, texts in subjects.items() if i < len(texts)},
+            sent=arms[i].sent,
+            opened=getattr(by_variant.get(i), "opened", 0),
+            clicked=arms[i].clicked,
+            winner=verdict.winner == i,
+        )
+        for i in range(count)
+    ]
+    return results, verdict
+
+
+def content_totals(lines: list[Any]) -> list[tuple[str, int, int, int]]:
+    """Per piece (all its subject lines together): sent, and messages really opened and
+    clicked, in piece order."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for line in lines:
+        total = totals[line.content_id]
+        total[0] += line.sent
+        total[1] += line.opened
+        total[2] += line.clicked
+    return [(content, *_three(totals[content])) for content in sorted(totals)]
+
+
+def _three(values: list[int]) -> tuple[int, int, int]:
+    return values[0], values[1], values[2]

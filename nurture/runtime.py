@@ -45,27 +45,33 @@ def database_url(project: Project, override: str | None = None) -> str:
 def make_transport(project: Project) -> Transport:
     """SMTP when NURTURE_SMTP_URL or delivery.smtp_url says so, else the outbox folder."""
     delivery = project.settings.delivery
-    builder = MimeBuilder(project.settings.sender, delivery.list_id, delivery.dkim, project.root)
+    try:
+        builder = MimeBuilder(
+            project.settings.sender, delivery.list_id, delivery.dkim, project.root
+        )
+    except OSError as exc:  # the DKIM key file
+        raise ProjectError(
+            [Problem("nurture.yaml", None, f"delivery.dkim.private_key_file: {exc}")]
+        ) from None
     url = os.environ.get(SMTP_ENV) or delivery.smtp_url
     if url:
-        return SmtpTransport(
-            url,
-            builder,
-            pool=delivery.pool,
-            retries=delivery.retries,
-            backoff=delivery.retry_backoff.total_seconds(),
-        )
+        try:
+            return SmtpTransport(
+                url,
+                builder,
+                pool=delivery.pool,
+                retries=delivery.retries,
+                backoff=delivery.retry_backoff.total_seconds(),
+            )
+        except ValueError as exc:  # the message shows the URL with its password masked
+            field = SMTP_ENV if os.environ.get(SMTP_ENV) else "delivery.smtp_url"
+            raise ProjectError([Problem("nurture.yaml", None, f"{field}: {exc}")]) from None
     return OutboxTransport(project.outbox_dir, builder)
 
 
-def open_runtime(
-    root: Path,
-    *,
-    clock: Clock | None = None,
-    database: str | None = None,
-    transport: Transport | None = None,
-    migrate: bool = True,
-) -> Runtime:
+def checked_project(root: Path) -> Project:
+    """The project, loaded and checked as a start needs it (`run`, `worker`, `doctor`):
+    every file valid, the hand-off secret there when a webhook is set; ProjectError else."""
     project = load_project(root)
     handoff = project.settings.handoff
     if handoff is not None and handoff.webhook_url and not handoff_secret(handoff):
@@ -79,6 +85,28 @@ def open_runtime(
                 )
             ]
         )
+    return project
+
+
+def check_start(root: Path) -> Project:
+    """Everything `run` (`open_runtime`) checks before it starts, nothing started: the
+    files, the secrets and settings the environment must give (the hand-off secret, the SMTP
+    URL, the DKIM key). `validate` runs this same check, so it never says ok where `run`
+    refuses. ProjectError lists the problems."""
+    project = checked_project(root)
+    make_transport(project)
+    return project
+
+
+def open_runtime(
+    root: Path,
+    *,
+    clock: Clock | None = None,
+    database: str | None = None,
+    transport: Transport | None = None,
+    migrate: bool = True,
+) -> Runtime:
+    project = checked_project(root)
     engine = make_engine(database_url(project, database))
     if migrate:
         upgrade(engine)

@@ -12,8 +12,10 @@ from sqlalchemy.exc import OperationalError
 
 from nurture import jobs
 from nurture.handoffs import deliver_handoffs
+from nurture.journeys import deliver_webhooks
 from nurture.notices import deliver_notices
 from nurture.reports import refresh_history
+from nurture.rescore import rescore_if_changed
 from nurture.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 def dispatch_job(runtime: Runtime) -> None:
     report = runtime.dispatcher.tick()
+    # The dispatcher takes up edited project files; the rest of the process follows it.
+    runtime.project = runtime.dispatcher.project
     if report.sent or report.deferred or report.failed:
         log.info(
             "dispatch: %d sent, %d deferred, %d failed, %d waiting, %d ended",
@@ -44,16 +48,35 @@ def reconcile_job(runtime: Runtime) -> None:
 def outgoing_job(runtime: Runtime) -> None:
     """Hand-off webhooks and system notices that are due."""
     now = runtime.clock.now()
-    delivered, failed = deliver_handoffs(runtime.project, runtime.database, now)
-    notices = deliver_notices(runtime.database, runtime.dispatcher.transport, now)
+    stop = runtime.dispatcher.stopping
+    delivered, failed = deliver_handoffs(runtime.project, runtime.database, now, stop=stop)
+    notices = deliver_notices(runtime.database, runtime.dispatcher.transport, now, stop=stop)
     if delivered or failed or notices:
         log.info("hand-offs: %d delivered, %d failed; notices: %d", delivered, failed, notices)
+    posted, missed = deliver_webhooks(runtime.project, runtime.database, now, stop=stop)
+    if posted or missed:
+        log.info("journey webhooks: %d delivered, %d failed", posted, missed)
 
 
 def decay_job(runtime: Runtime) -> None:
     with jobs.cluster_once(runtime.database, "decay") as mine:
         if mine:
             log.info("decay: %d scores rewritten", jobs.decay_scores(runtime, runtime.clock.now()))
+
+
+def fit_rules_job(runtime: Runtime) -> None:
+    """At start and after a reload: rescore everyone if the fit rules changed."""
+    with jobs.cluster_once(runtime.database, jobs.RESCORE_LOCK) as mine:
+        if mine:
+            done = rescore_if_changed(runtime.project, runtime.database, runtime.clock.now())
+            if done is not None:
+                log.info(
+                    "%s: %d contacts, %d fits changed, %d stage moves",
+                    done.cause,
+                    done.contacts,
+                    done.changed,
+                    done.moved,
+                )
 
 
 def recycle_job(runtime: Runtime) -> None:
@@ -116,6 +139,7 @@ def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
         (recycle_job, {"hours": 1}, "recycle"),
         (reports_job, {"minutes": 5}, "reports"),
         (decay_job, {"hours": 24}, "decay"),
+        (fit_rules_job, {"minutes": 1}, "fit-rules"),
     ):
         scheduler.add_job(
             job,

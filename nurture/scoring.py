@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,21 @@ def decayed(
         anchor = DECAY_EPOCH + ((now - DECAY_EPOCH) // every) * every
         return (0.0 if abs(result) < NEGLIGIBLE else float(result)), anchor
     return value, since
+
+
+def as_of(
+    changes: Sequence[Change], occurred_at: datetime, now: datetime, rules: Engagement
+) -> list[Change]:
+    """`changes` earned by an event at `occurred_at`, as they stand at `now`: an event
+    recorded late (an import of last month's webinar) has decayed as if scored when it
+    happened, so a late event adds what a timely one would hold by now. (An event dated
+    after `now` counts as of now.)"""
+    if occurred_at >= now:
+        return list(changes)
+    return [
+        replace(change, points=decayed(change.points, occurred_at, now, rules)[0])
+        for change in changes
+    ]
 
 
 def decay_label(rules: Engagement) -> str:

@@ -1,16 +1,20 @@
 """A synthetic population lived through the real engine on a simulated clock.
 
-People arrive over the first weeks, in many time zones and with varied profiles, and behave
-after their persona: champions click, read and book meetings; readers open and seldom act;
-some unsubscribe; ghosts ignore everything. Their events go through the same code as real
-ones, and the dispatcher sends on the same caps, so what the simulation shows is what the
-engine does.
+People arrive during the whole period (a first wave, then a steady flow), in many time zones
+and with varied profiles, and behave after their persona: champions click, act and step up;
+readers open and seldom act; some unsubscribe; ghosts ignore everything. What they do is read
+from the project itself (nurture/behaviour.py), so any project simulates. Their events go
+through the same code as real ones (an open or a click is linked to its email, as the
+tracking links link it), sales answers hand-offs, and the dispatcher sends on the same caps:
+what the simulation shows is what the engine does. The clock where a run stopped, and what
+people were still about to do, are kept in the database so `--resume` goes on from there.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,14 +24,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from nurture.audit import load_records, violations
+from nurture.behaviour import Repertoire, repertoire
 from nurture.clock import FixedClock
-from nurture.db import sessions
+from nurture.db import sessions, write_transaction
 from nurture.drive import Action, Sent, drive
-from nurture.feedback import record_event, upsert_contact
-from nurture.models import Contact, Event, Message
+from nurture.feedback import record_event, sales_outcome, upsert_contact
+from nurture.models import Contact, Event, Message, ReportCache
+from nurture.phases import PHASES
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import NullTransport, Transport
 
+#: The `report_cache` row that keeps where a simulation stopped, for `--resume`.
+STATE = "simulation"
 START = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
 ZONES = [
     "Europe/Paris",
@@ -122,29 +130,53 @@ class Result:
     events: dict[str, int]
     deferrals: dict[str, int]
     violations: list[str]
+    seed: int = 0
+    until: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+
+class NothingToResume(ValueError):
+    """The database holds no simulation to go on with."""
 
 
 def simulate(
     root: Path,
     *,
     days: int,
-    contacts: int,
+    contacts: int | None,
     seed: int,
     database: str | None = None,
     export: TextIO | None = None,
     transport: Transport | None = None,
     start: datetime = START,
+    resume: bool = False,
+    progress: Callable[[float], None] | None = None,
 ) -> Result:
+    """Live `contacts` new people through `days` simulated days. With `resume`, go on from
+    where an earlier run on the same database stopped (its clock, its seed, what its people
+    were about to do); `contacts` None then keeps the earlier run's arrivals per day.
+    `progress` hears the simulated days lived so far."""
     clock = FixedClock(start)
     runtime = open_runtime(
         root, clock=clock, database=database, transport=transport or NullTransport()
     )
-    rng = random.Random(seed)
-    people = _population(rng, contacts, start, days)
-    personas = {p["email"]: p["persona"] for p in people}
+    state: dict[str, Any] = {}
+    if resume:
+        state = _load_state(runtime)
+        start = datetime.fromisoformat(state["clock"])
+        clock.set(start)
+        seed = int(state["seed"])
+        if contacts is None:
+            contacts = round(state["contacts"] * days / max(1, state["days"]))
+    count = contacts if contacts is not None else 0
+    project = runtime.project
+    rep = repertoire(project.settings, project.workflows)
+    rng = random.Random(f"{seed}:{start.isoformat()}" if resume else seed)
+    first = int(state.get("people", 0))
+    people = _population(rng, count, start, days, rep, seed, first, launch=not resume)
+    pending = [Action.from_dict(item) for item in state.get("pending", [])]
     arrivals = [
         Action(
             person["arrives"],
@@ -154,33 +186,78 @@ def simulate(
         )
         for person in people
     ]
-    deferrals = drive(
+    end = start + timedelta(days=days)
+    driven = drive(
         runtime,
         clock,
-        arrivals,
-        start + timedelta(days=days),
-        lambda session, action, now: _perform(session, runtime, action, now),
-        lambda sent: _react(rng, personas[sent.email], sent),
+        [*pending, *arrivals],
+        end,
+        lambda session, action, now: _perform(session, runtime, rep, rng, seed, action, now),
+        lambda sent: _react(rng, rep, persona_of(seed, sent.email), sent),
+        None if progress is None else lambda now: progress((now - start) / timedelta(days=1)),
     )
-    return _result(runtime, days, contacts, dict(deferrals), export)
+    with write_transaction(runtime.database) as session:
+        session.merge(
+            ReportCache(
+                name=STATE,
+                computed_at=end,
+                data={
+                    "clock": end.isoformat(),
+                    "seed": seed,
+                    "people": first + count,
+                    "contacts": state.get("contacts", count) if resume else count,
+                    "days": state.get("days", days) if resume else days,
+                    "pending": [action.as_dict() for action in driven.pending],
+                },
+            )
+        )
+    result = _result(runtime, days, count, dict(driven.deferrals), export)
+    result.seed, result.until = seed, end.isoformat()
+    runtime.database.dispose()
+    return result
 
 
-def _population(rng: random.Random, count: int, start: datetime, days: int) -> list[dict[str, Any]]:
+def _load_state(runtime: Runtime) -> dict[str, Any]:
+    with Session(runtime.database) as session:
+        row = session.get(ReportCache, STATE)
+    if row is None:
+        runtime.database.dispose()
+        raise NothingToResume("--resume: this database holds no simulation to go on with")
+    return dict(row.data)
+
+
+def persona_of(seed: int, email: str) -> Persona:
+    """A person's persona, drawn from the seed and their address: the same on a resume."""
+    draw = random.Random(f"{seed}/{email}")
+    return draw.choices(PERSONAS, [p.weight for p in PERSONAS])[0]
+
+
+def _population(
+    rng: random.Random,
+    count: int,
+    start: datetime,
+    days: int,
+    rep: Repertoire,
+    seed: int,
+    first: int,
+    *,
+    launch: bool,
+) -> list[dict[str, Any]]:
+    """`count` people: with `launch`, half arrive over the first weeks (the launch wave) and
+    half all along the period, so its last days are as alive as any; else all along."""
     people = []
-    spread = max(1, min(days // 3, 21)) * 24 * 60
-    weights = [p.weight for p in PERSONAS]
-    for index in range(count):
-        persona = rng.choices(PERSONAS, weights)[0]
-        first, last = rng.choice(FIRST), rng.choice(LAST)
+    wave = max(1, min(days // 3, 21)) * 24 * 60
+    whole = days * 24 * 60
+    for index in range(first, first + count):
+        first_name, last = rng.choice(FIRST), rng.choice(LAST)
         company = rng.choice(COMPANIES)
         webmail = rng.random() < 0.15
         domain = "gmail.com" if webmail else f"{company.lower()}{index % 40}.example"
-        email = f"{first.lower()}.{last.lower()}.{index}@{domain}".encode(
+        email = f"{first_name.lower()}.{last.lower()}.{index}@{domain}".encode(
             "ascii", "ignore"
         ).decode()
-        source = rng.choice(["guide", "newsletter", "webinar"])
         profile: dict[str, Any] = {
-            "first_name": first,
+            "first_name": first_name,
             "last_name": last,
             "company": company,
             "sector": rng.choice(SECTORS),
@@ -188,65 +265,132 @@ def _population(rng: random.Random, count: int, start: datetime, days: int) -> l
             "seniority": rng.choice(SENIORITY),
             "role": rng.choice(ROLES),
             "timezone": rng.choice(ZONES),
-            "source": source,
         }
-        via = {
-            "guide": "content_downloaded",
-            "newsletter": "newsletter_signup",
-            "webinar": "webinar_registered",
-        }[source]
-        arrives = start + timedelta(minutes=rng.randrange(spread))
-        people.append(
-            {"email": email, "persona": persona, "profile": profile, "via": via, "arrives": arrives}
-        )
+        if rep.sources:
+            profile["source"] = rng.choice(rep.sources)
+        via = rng.choice(rep.arrivals) if rep.arrivals else None
+        span = wave if launch and rng.random() < 0.5 else whole
+        arrives = start + timedelta(minutes=rng.randrange(span))
+        people.append({"email": email, "profile": profile, "via": via, "arrives": arrives})
     return people
 
 
-def _perform(session: Session, runtime: Runtime, action: Action, now: datetime) -> None:
+def _perform(
+    session: Session,
+    runtime: Runtime,
+    rep: Repertoire,
+    rng: random.Random,
+    seed: int,
+    action: Action,
+    now: datetime,
+) -> list[Action]:
     project = runtime.project
+    email = action.email
     if action.kind == "arrive":
+        via = action.properties["via"]
         upsert_contact(
             session,
             project,
-            action.email,
+            email,
             action.properties["profile"],
             now,
-            consent_source=f"simulated {action.properties['via']}",
+            stage=None if via else rep.arrival_stage,
+            consent_source=f"simulated {via or 'import'}",
         )
-        record_event(session, project, action.email, action.properties["via"], now)
-        return
-    record_event(session, project, action.email, action.kind, now, properties=action.properties)
+        if via is None:
+            return []
+        outcome = record_event(session, project, email, via, now)
+    elif action.kind in ("sales_accepted", "sales_rejected"):
+        handoff = project.settings.handoff
+        stage = session.scalar(select(Contact.stage).where(Contact.email == email))
+        if handoff is None or stage != handoff.stage:
+            return []  # the person moved on before sales answered
+        accepted = action.kind == "sales_accepted"
+        reason = "simulated: sales takes the lead" if accepted else "simulated: not ready to buy"
+        outcome = sales_outcome(session, project, email, accepted, reason, now)
+    else:
+        outcome = record_event(
+            session,
+            project,
+            email,
+            action.kind,
+            now,
+            properties=action.properties,
+            message_id=action.message_id,
+        )
+    return _after_moves(rng, rep, runtime, seed, email, [m.to_stage for m in outcome.moves], now)
 
 
-def _react(rng: random.Random, persona: Persona, sent: Sent) -> list[Action]:
+def _after_moves(
+    rng: random.Random,
+    rep: Repertoire,
+    runtime: Runtime,
+    seed: int,
+    email: str,
+    stages: list[str],
+    now: datetime,
+) -> list[Action]:
+    """What the others do when a person moves: sales answers a hand-off after a few days
+    (until then the person gets the decision track); a deal goes on without emails."""
+    settings = runtime.project.settings
+    persona = persona_of(seed, email)
+    out = []
+    for stage in stages:
+        handoff = settings.handoff
+        if handoff is not None and stage == handoff.stage:
+            draw = rng.random()
+            if draw < 0.6:
+                later = now + timedelta(days=rng.uniform(3, 9))
+                out.append(Action(later, email=email, kind="sales_accepted"))
+            elif draw < 0.8:
+                later = now + timedelta(days=rng.uniform(5, 12))
+                out.append(Action(later, email=email, kind="sales_rejected"))
+        elif (
+            settings.phase_of(stage) is None
+            and stage in rep.advance
+            and rng.random() < persona.meeting * 2
+        ):
+            later = now + timedelta(days=rng.uniform(7, 30))
+            out.append(Action(later, email=email, kind=rep.advance[stage]))
+    return out
+
+
+def _react(rng: random.Random, rep: Repertoire, persona: Persona, sent: Sent) -> list[Action]:
     actions = []
-    message_id, phase = sent.id, sent.phase
     later = sent.sent_at + timedelta(minutes=rng.randrange(20, 36 * 60))
+    linked = {"message_id": sent.id}
 
-    def add(kind: str, delay_minutes: int, **properties: Any) -> None:
+    def add(kind: str, delay_minutes: int, properties: dict[str, Any], message: bool) -> None:
         at = later + timedelta(minutes=delay_minutes)
-        actions.append(Action(at, email=sent.email, kind=kind, properties=properties))
+        actions.append(
+            Action(
+                at,
+                email=sent.email,
+                kind=kind,
+                properties=properties,
+                message_id=sent.id if message else None,
+            )
+        )
 
     if rng.random() < persona.unsubscribe:
-        add("unsubscribed", 2, message_id=message_id)
+        add("unsubscribed", 2, dict(linked), True)
         return actions
     if rng.random() < persona.open:
-        add("email_opened", 0, message_id=message_id)
+        add("email_opened", 0, dict(linked), True)
     if rng.random() < persona.click:
-        add("email_clicked", 1, message_id=message_id)
+        add("email_clicked", 1, dict(linked), True)
+        rank = PHASES.index(sent.phase) if sent.phase in PHASES else 0
         if rng.random() < persona.act:
-            follow = {
-                "discovery": ("content_downloaded", {"asset": f"guide-{message_id}"}),
-                "evaluation": ("page_visited", {"url": "https://keel-retention.example/pricing"}),
-                "decision": ("page_visited", {"url": "https://keel-retention.example/demo"}),
-            }[phase]
-            add(follow[0], 3, **follow[1])
-            if phase == "discovery" and rng.random() < persona.act:
-                add("page_visited", 6, url="https://keel-retention.example/pricing")
-            if phase == "evaluation" and rng.random() < 0.5:
-                add("webinar_attended", 60 * 24, webinar="retention-playbook")
-        if phase != "discovery" and rng.random() < persona.meeting:
-            add("meeting_booked", 30, message_id=message_id)
+            deeds = rep.interest.get(sent.phase, ())
+            if deeds:
+                deed = rng.choice(deeds)
+                add(deed.kind, 3, deed.props(str(sent.id)), False)
+            following = rep.interest.get(PHASES[min(rank + 1, len(PHASES) - 1)], ())
+            if following and rng.random() < persona.act:
+                deed = rng.choice(following)
+                add(deed.kind, 60 * 24, deed.props(str(sent.id)), False)
+        if rank > 0 and sent.stage in rep.advance and rng.random() < persona.meeting:
+            add(rep.advance[sent.stage], 30, {}, False)
     return actions
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import html
 import re
 from functools import cached_property
@@ -92,7 +93,19 @@ class Links:
 
 
 def _unsign(signer: Signer, token: str) -> str | None:
+    """The signed value, only for the exact token that signing it gives.
+
+    A base64 signature's last character carries spare bits, so a few altered characters
+    still decode to the same bytes and pass `unsign`; signing is deterministic (HMAC), so
+    signing the value again and comparing the whole token accepts the canonical form only.
+    """
     try:
-        return signer.unsign(token).decode()
-    except (BadSignature, UnicodeDecodeError):
+        value = signer.unsign(token)
+    except BadSignature:
+        return None
+    if not hmac.compare_digest(signer.sign(value), token.encode()):
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import select as io_select
 import signal
 import subprocess
 import sys
@@ -50,13 +51,30 @@ class Cluster:
         command = [sys.executable, "-c", WORKER, "--project", str(self.project)]
         command += ["--db", self.database_url, "worker", "--dry-run"]
         command += ["--clock-file", str(self.clock_file)]
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        # Its one line of output, once the project is loaded, says it is up (`wait_up`).
+        return subprocess.Popen(command, stdout=subprocess.PIPE)
+
+    @staticmethod
+    def wait_up(worker: subprocess.Popen[bytes], stop: threading.Event) -> None:
+        """Until `worker` has started (printed its first line), died, or `stop` is set.
+
+        Start-up (imports, the project, the database) takes about 2 s on an idle machine
+        and over 30 s on a loaded one: a pace of kills set in seconds would, on a loaded
+        machine, kill every worker before it does anything (`nurture worker` then never
+        makes progress and the run times out: "8500 enrollments due")."""
+        assert worker.stdout is not None
+        while not stop.is_set() and worker.poll() is None:
+            ready, _, _ = io_select.select([worker.stdout], [], [], 0.1)
+            if ready:
+                worker.stdout.readline()
+                return
 
     def start(self, count: int | None = None) -> None:
         self.workers = [self._spawn() for _ in range(count or self.size)]
 
-    def kill_one(self, rng: random.Random) -> None:
-        """SIGKILL a random worker, wherever it is, and start a new one in its place."""
+    def kill_one(self, rng: random.Random) -> subprocess.Popen[bytes]:
+        """SIGKILL a random worker, wherever it is, and start a new one in its place (which
+        is returned)."""
         with self._lock:
             index = rng.randrange(len(self.workers))
             victim = self.workers[index]
@@ -65,6 +83,7 @@ class Cluster:
             victim.wait()
             self.kills += 1
             self.workers[index] = self._spawn()
+            return self.workers[index]
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -79,9 +98,13 @@ class Cluster:
         at `now` is still being handed over (the clock jumps an hour next, which a live
         worker's lease would not survive). A worker killed between reserving and sending
         leaves its messages `queued` or `sending` until their lease runs out, at a later step:
-        once workers have been killed, those are waited for two seconds at most."""
+        once workers have been killed, those are waited for two seconds at most.
+
+        Fails when nothing has moved for `timeout` seconds (progress, not time, is waited on:
+        a loaded machine is slow, not stuck)."""
         deadline = time.monotonic() + timeout
         settled = time.monotonic() + 2
+        seen: tuple[int, int, int] | None = None
         while True:
             with database.connect() as connection:
                 due = connection.scalar(
@@ -100,8 +123,14 @@ class Cluster:
             in_flight = (queued or sending) and (self.kills == 0 or time.monotonic() < settled)
             if not due and not in_flight:
                 return
+            if (due or 0, queued or 0, sending or 0) != seen:
+                seen = (due or 0, queued or 0, sending or 0)
+                deadline = time.monotonic() + timeout
             if time.monotonic() > deadline:
-                raise AssertionError(f"at {now}: {due} enrollments due, {queued} queued")
+                raise AssertionError(
+                    f"at {now}: nothing moved for {timeout:.0f}s: {due} enrollments due, "
+                    f"{queued} queued"
+                )
             with self._lock:  # not one the chaos thread is replacing
                 for worker in self.workers:
                     if worker.poll() is not None:
@@ -126,8 +155,12 @@ class Cluster:
         if chaos is not None:
 
             def kill_at_random() -> None:
+                # At a random moment, but only once the workers are up and the one started
+                # in the last one's place too: at least `size - 1` workers work at any time.
+                for worker in list(self.workers):
+                    self.wait_up(worker, stop)
                 while not stop.wait(chaos.uniform(0.05, 1.5)):
-                    self.kill_one(chaos)
+                    self.wait_up(self.kill_one(chaos), stop)
 
             killer = threading.Thread(target=kill_at_random, daemon=True)
             killer.start()

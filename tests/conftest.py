@@ -25,6 +25,17 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MONDAY_MORNING = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
+#: Slow tiers by folder or file: the default run leaves them out (see addopts in pyproject).
+_TIERS = {"e2e": "browser", "test_scale.py": "chaos"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for part in item.path.parts[-2:]:
+            if part in _TIERS:
+                item.add_marker(_TIERS[part])
+
+
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:
     """A fresh copy of this repository's example project."""

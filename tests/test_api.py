@@ -199,6 +199,41 @@ def test_a_batch_with_one_bad_event_names_it_and_records_nothing(
         ({"email": "ana@acme.example", "kind": "sales_accepted"}, "kind"),
         ({"events": []}, "events"),
         ({"events": [{"email": "a@b.example", "kind": "page_visited"}] * 1001}, "events"),
+        (
+            {
+                "email": "ana@acme.example",
+                "kind": "page_visited",
+                "time": "0001-01-01T00:00:00+14:00",
+            },
+            "time",
+        ),
+        (
+            {"email": "ana@acme.example", "kind": "page_visited", "time": "1969-12-31T23:59:59Z"},
+            "time",
+        ),
+        ({"email": "ana@acme.example", "kind": "page_visited", "id": "a\x00b"}, "id"),
+        (
+            {"email": "ana@acme.example", "kind": "page_visited", "properties": {"url": "a\x00b"}},
+            "properties.url",
+        ),
+        (
+            {"email": "ana@acme.example", "kind": "page_visited", "properties": {"u": [[[[1]]]]}},
+            "properties.u",
+        ),
+        (
+            {"email": "ana@acme.example", "kind": "page_visited", "properties": {"u": "x" * 2001}},
+            "properties.u",
+        ),
+        (
+            {
+                "email": "ana@acme.example",
+                "kind": "page_visited",
+                "properties": {f"k{i}": i for i in range(101)},
+            },
+            "properties",
+        ),
+        ({"email": "ana@acme.example x", "kind": "page_visited"}, "email"),
+        ({"events": [{"email": "a@b.example", "kind": "page_visited", "id": 7}]}, "events[0].id"),
     ],
 )
 def test_each_bad_field_is_a_422_naming_it(
@@ -275,6 +310,21 @@ def test_contacts_are_created_updated_and_read(
         ({"email": "ana@acme.example", "fields": {"shoe_size": 42}}, "fields.shoe_size"),
         ({"email": "ana@acme.example", "fields": {"owner": "marc"}}, "fields.owner"),
         ({"email": "ana@acme.example", "stage": "prospect"}, "stage"),
+        ({"email": "ana@acme.example", "fields": {"company_size": "300"}}, "fields.company_size"),
+        ({"email": "ana@acme.example", "fields": {"company_size": True}}, "fields.company_size"),
+        ({"email": "ana@acme.example", "fields": {"company_size": 300.7}}, "fields.company_size"),
+        ({"email": "ana@acme.example", "fields": {"company_size": 2**40}}, "fields.company_size"),
+        ({"email": "ana@acme.example", "fields": {"company_size": 0}}, "fields.company_size"),
+        ({"email": "ana@acme.example", "fields": {"first_name": 42}}, "fields.first_name"),
+        (
+            {"email": "ana@acme.example", "fields": {"first_name": "x" * 100_000}},
+            "fields.first_name",
+        ),
+        ({"email": "ana@acme.example", "fields": {"company": "a\x00b"}}, "fields.company"),
+        ({"email": "ana@acme.example", "fields": {"country": "1a"}}, "fields.country"),
+        ({"email": "ana@acme.example", "fields": {"timezone": ""}}, "fields.timezone"),
+        ({"email": "ana@acme.example", "consent": "x" * 201}, "consent"),
+        ({"email": "user@bücher..example"}, "email"),
     ],
 )
 def test_bad_contacts_are_422_naming_the_field(
@@ -374,3 +424,94 @@ def test_over_a_real_http_server_a_body_over_the_limit_is_413(
     )
     assert status == 200 and body["accepted"] == 1
     assert count(runtime, Event) == 1
+
+
+def test_a_size_of_300_point_0_is_the_whole_number_300(
+    runtime: Runtime, client: FlaskClient, key: str
+) -> None:
+    body = {"email": "ana@acme.example", "fields": {"company_size": 300.0}}
+    reply = post(client, key, "/api/v1/contacts", body)
+    assert reply.status_code == 201 and reply.json["company_size"] == 300
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("o'hara@example.com", "o'hara@example.com"),
+        ("josé@exemple.fr", "josé@exemple.fr"),
+        ("user@bücher.example", "user@bücher.example"),
+        ("USER@XN--BCHER-KVA.EXAMPLE", "user@bücher.example"),
+    ],
+)
+def test_apostrophes_and_internationalized_addresses_are_accepted(
+    runtime: Runtime, client: FlaskClient, key: str, given: str, stored: str
+) -> None:
+    reply = post(client, key, "/api/v1/events", {"email": given, "kind": "page_visited"})
+    assert reply.status_code == 200, reply.json
+    reply = post(client, key, "/api/v1/contacts", {"email": given, "fields": {"owner": given}})
+    assert reply.status_code == 200, reply.json
+    assert (reply.json["email"], reply.json["owner"]) == (stored, stored)
+    assert count(runtime, Contact) == 1
+
+
+def _walk(schema: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(schema, dict):
+        yield path, schema
+        for key, value in schema.items():
+            if key in ("properties", "$defs"):
+                for name, sub in value.items():
+                    yield from _walk(sub, f"{path}.{name}")
+            elif key in ("items", "additionalProperties", "propertyNames"):
+                yield from _walk(value, f"{path}[{key}]")
+            elif key in ("anyOf", "oneOf"):
+                for sub in value:
+                    yield from _walk(sub, path)
+
+
+def test_every_field_of_the_description_has_a_type_and_a_limit(client: FlaskClient) -> None:
+    spec = client.get("/api/v1/openapi.json").json
+    schemas = spec["components"]["schemas"]
+    standard = {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "title",
+        "description",
+        "default",
+        "enum",
+        "format",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "items",
+        "minItems",
+        "maxItems",
+        "maxProperties",
+        "propertyNames",
+        "anyOf",
+        "oneOf",
+        "$ref",
+    }
+    for name in ("EventIn", "EventBatch", "ContactIn", "Fields", "SalesIn", "StageIn"):
+        for path, schema in _walk(schemas[name], name):
+            assert set(schema) <= standard, (path, set(schema) - standard)
+            kind = schema.get("type")
+            assert kind or "enum" in schema or "anyOf" in schema or "$ref" in schema, path
+            if kind == "string" and "enum" not in schema and "format" not in schema:
+                assert "maxLength" in schema and "pattern" in schema, path  # no NUL
+            if kind == "string" and schema.get("format") == "idn-email":
+                assert schema["maxLength"] == 254, path
+            if kind == "array":
+                assert "maxItems" in schema, path
+            if kind == "object":
+                assert "maxProperties" in schema or schema.get("additionalProperties") is False, (
+                    path
+                )
+    size = schemas["Fields"]["properties"]["company_size"]["anyOf"][0]
+    assert (size["type"], size["minimum"], size["maximum"]) == ("integer", 1, 10_000_000)
+    zone = schemas["Fields"]["properties"]["timezone"]["anyOf"][0]
+    assert "Europe/Paris" in zone["enum"] and "Mars/Olympus" not in zone["enum"]
+    assert schemas["ContactIn"]["properties"]["email"]["format"] == "idn-email"

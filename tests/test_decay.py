@@ -6,8 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
+from nurture.cli import main
 from nurture.clock import FixedClock
 from nurture.contacts import current_engagement
 from nurture.db import sessions
@@ -97,3 +99,114 @@ def test_step_decay_with_the_clock(project_dir: Path, clock: FixedClock, tmp_pat
             session.scalars(select(ScoreChange.rule).where(ScoreChange.rule.like("decay%")))
         )
     assert rules == ["decay: -50% every 7d"] * 2
+
+
+def test_an_event_recorded_late_decays_from_its_own_time(runtime: Runtime) -> None:
+    """The API's `time`: a webinar attended 30 days ago holds what it would hold had it
+    been recorded then (20 halved by the 30-day half-life), not a fresh 20."""
+    from nurture.apikeys import create_key
+    from nurture.web import create_app
+
+    add_contact(runtime, "ana@acme.example", **PROFILE)
+    with sessions(runtime.database).begin() as session:
+        key = create_key(session, "website", runtime.clock.now())[1]
+    client = create_app(runtime).test_client()
+    month_ago = (runtime.clock.now() - timedelta(days=30)).isoformat()
+    answer = client.post(
+        "/api/v1/events",
+        json={"email": "ana@acme.example", "kind": "webinar_attended", "time": month_ago},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert answer.status_code in (200, 201, 202), answer.json
+    assert contact(runtime, "ana@acme.example").engagement == pytest.approx(10)
+    with sessions(runtime.database)() as session:
+        (change,) = session.scalars(select(ScoreChange).where(ScoreChange.axis == "engagement"))
+    assert change.points == pytest.approx(10) and change.value_after == pytest.approx(10)
+    # The same event told on time, then 30 days passing, gives the same engagement.
+    add_contact(runtime, "bo@beta.example", **PROFILE)
+    event(runtime, "bo@beta.example", "webinar_attended")
+    later(runtime, days=30)
+    bo = contact(runtime, "bo@beta.example")
+    settings = runtime.project.settings
+    assert current_engagement(bo, settings, runtime.clock.now()) == pytest.approx(20 / 2)
+
+
+def test_nurture_event_at_a_past_time_decays(project_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from nurture.cli import main
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(main, ["--project", str(project_dir), *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("contact", "add", "ana@acme.example", "first_name=Ana", "--stage", "lead")
+    output = run("event", "ana@acme.example", "webinar_attended", "--at", "2001-01-01")
+    # Decades ago: nothing left of its 20 points (the ledger says 0, not +20).
+    assert "engagement 0.0" in output and "+20" not in output
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_late_events_in_bulk_equal_one_by_one(project_dir: Path, tmp_path: Path, seed: int) -> None:
+    """The events API's bulk path and record_event agree on late events too."""
+    import random
+
+    from nurture.db import write_transaction
+    from nurture.feedback import record_event, upsert_contact
+    from nurture.intake import Incoming, record_events
+    from nurture.models import Contact
+    from tests.test_intake import events, fresh, state
+
+    rng = random.Random(seed)
+    bulk, single = fresh(project_dir, tmp_path, "bulk.db"), fresh(project_dir, tmp_path, "one.db")
+    now = bulk.clock.now()
+    items = [
+        Incoming(
+            i.email,
+            i.kind,
+            now - timedelta(hours=rng.choice([0, 5, 30, 200, 900])),
+            i.properties,
+            i.client_event_id,
+        )
+        for i in events(seed, 40)
+    ]
+    with write_transaction(bulk.database) as session:
+        record_events(session, bulk.project, items, now)
+    for item in items:
+        with write_transaction(single.database) as session:
+            if session.scalar(select(Contact.id).where(Contact.email == item.email)) is None:
+                upsert_contact(session, single.project, item.email, {"source": "api"}, now)
+            record_event(
+                session,
+                single.project,
+                item.email,
+                item.kind,
+                now,
+                occurred_at=item.occurred_at,
+                properties=item.properties,
+                client_event_id=item.client_event_id,
+            )
+    assert state(bulk) == state(single)
+    ledger = state(bulk)["ledger"]
+    assert any(0 < abs(points) < 5 for _, _, _, points, *_ in ledger)  # decayed awards
+
+
+@pytest.mark.parametrize(
+    ("at", "message"),
+    [("2030-01-01T00:00:00", "is in the future"), ("1960-01-01", "is before 1970")],
+)
+def test_the_command_line_refuses_event_times_the_api_refuses(
+    project_dir: Path, at: str, message: str
+) -> None:
+    """One rule for an event's time (nurture/eventtime.py): the API's, at the command line too."""
+    database = f"sqlite:///{project_dir / 'cli.db'}"
+    runner = CliRunner()
+    args = ["--project", str(project_dir), "--db", database]
+    added = runner.invoke(main, [*args, "contact", "add", "ana@acme.example", "--stage", "lead"])
+    assert added.exit_code == 0, added.output
+    result = runner.invoke(
+        main, [*args, "event", "ana@acme.example", "webinar_attended", "--at", at]
+    )
+    assert result.exit_code == 2 and message in result.output and "--at" in result.output
+    assert "engagement" not in result.output

@@ -175,9 +175,12 @@ def test_sales_rejects_and_the_lead_goes_back_to_nurture(rt: Runtime) -> None:
     event(rt, "ana@acme.example", "content_downloaded", asset="guide")
     rt.dispatcher.tick()
     event(rt, "ana@acme.example", "meeting_booked")
-    with sessions(rt.database)() as session:
-        assert set(session.scalars(select(Enrollment.status))) == {"completed"}
     later(rt, days=2)
+    rt.dispatcher.tick()
+    # An SQL gets decision content until sales answers (end_nurture: false, no goal met).
+    assert [m.phase for m in rows(rt, Message)][-1] == "decision"
+    with sessions(rt.database)() as session:
+        assert set(session.scalars(select(Enrollment.status))) == {"active"}
     with sessions(rt.database).begin() as session, pytest.raises(ValueError, match="reason"):
         sales_outcome(session, rt.project, "ana@acme.example", False, " ", rt.clock.now())
     with sessions(rt.database).begin() as session:
@@ -192,7 +195,8 @@ def test_sales_rejects_and_the_lead_goes_back_to_nurture(rt: Runtime) -> None:
         assert set(session.scalars(select(Enrollment.status))) == {"active"}
     [handoff] = rows(rt, Handoff)
     assert (handoff.outcome, handoff.outcome_reason) == ("rejected", "no budget before 2027")
-    later(rt, days=1)
+    # The evaluation step's wait (2 days) counts from the decision email sent at the meeting.
+    later(rt, days=2)
     rt.dispatcher.tick()
     phases = [m.phase for m in rows(rt, Message)]
     assert phases[-1] == "evaluation"

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from nurture.cli import main
+from nurture.content import SAMPLE_UNSUBSCRIBE_URL
+from nurture.db import sessions
 from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime
+from nurture.users import create_user
+from nurture.web import create_app
 from tests.helpers import PROFILE, add_contact, outbox, parse_eml, write
 
 
@@ -45,7 +53,13 @@ def test_french_body_and_footer(runtime: Runtime) -> None:
 
 def test_every_piece_ships_in_english_and_french(project_dir: Path) -> None:
     project = load_project(project_dir)
-    assert len(project.content) == 9
+    originals = [
+        p
+        for phase in ("discovery", "evaluation", "decision")
+        for p in (project_dir / "content" / phase).glob("*.mjml")
+        if not p.name.endswith(".fr.mjml")
+    ]
+    assert len(project.content) == len(originals) >= 10
     assert all(set(piece.translations) == {"fr"} for piece in project.content.values())
 
 
@@ -58,3 +72,80 @@ def test_a_translation_needs_its_original(project_dir: Path) -> None:
         "content/discovery/orphan.fr.mjml: a fr translation of discovery/orphan, which does not exist"
         in str(caught.value)
     )
+
+
+def _text_part(mail: Any) -> str:
+    part = next(p for p in mail.iter_parts() if p.get_content_type() == "text/plain")
+    return str(part.get_content())
+
+
+def test_the_preview_is_what_the_contact_gets(runtime: Runtime, database_url: str) -> None:
+    """`nurture preview --contact` and the engine render through one function: same language,
+    same subject, same text (the unsubscribe link aside)."""
+    add_contact(runtime, "lea@acme.example", **{**PROFILE, "first_name": "Léa", "language": "fr"})
+    runtime.dispatcher.tick()
+    (path,) = outbox(runtime)
+    mail = parse_eml(path)
+    base = ["--project", str(runtime.project.root), "--db", database_url]
+    result = CliRunner().invoke(
+        main,
+        [
+            *base,
+            "preview",
+            "discovery/hidden-cost-of-churn",
+            "--contact",
+            "lea@acme.example",
+            "--text",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    subject, _, text = result.output.partition("\n\n")
+    assert subject == f"Subject: {mail['Subject']}"
+    assert subject == "Subject: Léa, le churn que votre tableau de bord ne montre pas"
+    sent = _text_part(mail)
+    unsubscribe = re.search(r"\(([^)]*)\)\s*$", sent.strip())
+    assert unsubscribe is not None
+    assert text.strip() == sent.strip().replace(unsubscribe.group(1), SAMPLE_UNSUBSCRIBE_URL)
+
+
+def test_the_sample_preview_is_a_person(project_dir: Path) -> None:
+    base = ["--project", str(project_dir)]
+    english = CliRunner().invoke(
+        main, [*base, "preview", "discovery/hidden-cost-of-churn", "--text"]
+    )
+    assert english.exit_code == 0, english.output
+    assert "Subject: Maya, the churn your dashboard does not show" in english.output
+    assert "Hello Maya," in english.output and "sample " not in english.output
+    french = CliRunner().invoke(
+        main, [*base, "preview", "discovery/hidden-cost-of-churn", "--language", "fr", "--text"]
+    )
+    assert french.exit_code == 0, french.output
+    assert "Bonjour Maya," in french.output
+
+
+def test_the_dashboard_preview_speaks_the_contacts_language(runtime: Runtime) -> None:
+    with sessions(runtime.database).begin() as session:
+        create_user(
+            session, "ops@keel.example", "correct horse battery staple", runtime.clock.now()
+        )
+    add_contact(runtime, "lea@acme.example", **{**PROFILE, "first_name": "Léa", "language": "fr"})
+    client = create_app(runtime).test_client()
+    login = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login)
+    assert token is not None
+    client.post(
+        "/login",
+        data={
+            "email": "ops@keel.example",
+            "password": "correct horse battery staple",
+            "csrf_token": token.group(1),
+        },
+    )
+    page = client.get(
+        "/content",
+        query_string={"piece": "discovery/hidden-cost-of-churn", "contact": "lea@acme.example"},
+    ).get_data(as_text=True)
+    assert "Léa, le churn que votre tableau de bord ne montre pas" in page
+    assert "Bonjour Léa," in page
+    sample = client.get("/content", query_string={"piece": "discovery/hidden-cost-of-churn"})
+    assert "Hello Maya," in sample.get_data(as_text=True)

@@ -119,3 +119,41 @@ def test_lint_exits_1_on_errors(project_dir: Path) -> None:
     assert result.exit_code == 1
     assert "content/discovery/activation-metrics.mjml:" in result.output
     assert "1 errors" in result.output
+
+
+def test_the_compiled_html_is_checked_the_preheader_and_the_body_width(
+    project_dir: Path,
+) -> None:
+    """The HTML MRML made before includes were resolved: no preheader, a footer at full width."""
+    import mjml
+
+    from nurture.lint import compiled_problems
+
+    content = project_dir / "content"
+    body = GOOD.split("---\n", 2)[2]
+    assert '<mjml lang="en">' in body
+    with_second_head = body.replace(
+        '<mjml lang="en">',
+        '<mjml lang="en"><mj-head><mj-preview>Logins are not activation.</mj-preview></mj-head>',
+    )
+    html = mjml.mjml2html(
+        with_second_head,
+        include_loader=lambda path: (content / path).read_text(),
+        disable_comments=True,
+    )
+    assert compiled_problems(html, "Logins are not activation.", 600) == [
+        "the preheader is missing from the compiled HTML",
+        "section 2 of the body is not held to a width in the compiled HTML, in a 600 px body: "
+        "on a desktop it stretches past the email",
+    ]
+
+
+def test_lint_finds_a_block_wider_than_the_body(project_dir: Path) -> None:
+    text = GOOD.replace(
+        '<mj-include path="partials/footer.mjml" />',
+        '<mj-raw><div style="background:#eee">Banner</div></mj-raw>'
+        '<mj-include path="partials/footer.mjml" />',
+    )
+    write(project_dir, "content/discovery/activation-metrics.mjml", text)
+    found = [f for f in findings(project_dir) if "activation-metrics.mjml:" in f]
+    assert any(": error: section 2 of the body is not held to a width" in f for f in found), found

@@ -29,7 +29,7 @@ WORKFLOW = Workflow.model_validate(
 
 def plan(
     phase: str | None,
-    positions: dict[str, int],
+    places: dict[str, str],
     received: set[str],
     since: datetime,
     now: datetime,
@@ -38,7 +38,7 @@ def plan(
     return plan_next(
         WORKFLOW,
         phase,
-        positions,
+        places,
         received,
         since=since,
         now=now,  # type: ignore[arg-type]
@@ -49,32 +49,40 @@ def plan(
 def test_first_step_goes_at_once() -> None:
     result = plan("discovery", {}, set(), T0, T0)
     assert isinstance(result, Send)
-    assert result.step.content == "discovery/a" and result.positions == {"discovery": 1}
+    assert result.step.content == "discovery/a" and result.places == {"discovery": "discovery/a"}
 
 
 def test_wait_counts_from_the_previous_email() -> None:
-    result = plan("discovery", {"discovery": 1}, {"discovery/a"}, T0, T0 + timedelta(days=1))
+    result = plan(
+        "discovery", {"discovery": "discovery/a"}, {"discovery/a"}, T0, T0 + timedelta(days=1)
+    )
     assert isinstance(result, WaitUntil) and result.until == T0 + timedelta(days=2)
-    result = plan("discovery", {"discovery": 1}, {"discovery/a"}, T0, T0 + timedelta(days=2))
+    result = plan(
+        "discovery", {"discovery": "discovery/a"}, {"discovery/a"}, T0, T0 + timedelta(days=2)
+    )
     assert isinstance(result, Send) and result.step.content == "discovery/b"
 
 
 def test_content_already_received_elsewhere_is_passed_over() -> None:
     result = plan(
         "discovery",
-        {"discovery": 1},
+        {"discovery": "discovery/a"},
         {"discovery/a", "discovery/b"},
         T0,
         T0 + timedelta(days=5),
         engagement=20,
     )
     assert isinstance(result, Send) and result.step.content == "discovery/c"
-    assert result.positions == {"discovery": 3}
+    assert result.places == {"discovery": "discovery/c"}
 
 
 def test_a_step_whose_condition_fails_is_skipped() -> None:
     result = plan(
-        "discovery", {"discovery": 2}, {"discovery/a", "discovery/b"}, T0, T0 + timedelta(days=3)
+        "discovery",
+        {"discovery": "discovery/b"},
+        {"discovery/a", "discovery/b"},
+        T0,
+        T0 + timedelta(days=3),
     )
     assert isinstance(result, Send)
     assert result.step.content == "discovery/d" and result.skipped == ("discovery/c",)
@@ -82,14 +90,20 @@ def test_a_step_whose_condition_fails_is_skipped() -> None:
 
 def test_stage_change_switches_track_and_keeps_each_position() -> None:
     result = plan(
-        "evaluation", {"discovery": 2}, {"discovery/a", "discovery/b"}, T0, T0 + timedelta(days=1)
+        "evaluation",
+        {"discovery": "discovery/b"},
+        {"discovery/a", "discovery/b"},
+        T0,
+        T0 + timedelta(days=1),
     )
     assert isinstance(result, Send) and result.step.content == "evaluation/x"
-    assert result.positions == {"discovery": 2, "evaluation": 1}
+    assert result.places == {"discovery": "discovery/b", "evaluation": "evaluation/x"}
 
 
 def test_used_up_track_waits() -> None:
-    result = plan("evaluation", {"evaluation": 1}, {"evaluation/x"}, T0, T0 + timedelta(days=9))
+    result = plan(
+        "evaluation", {"evaluation": "evaluation/x"}, {"evaluation/x"}, T0, T0 + timedelta(days=9)
+    )
     assert isinstance(result, Exhausted) and "all evaluation content of wf sent" in result.reason
 
 
@@ -102,12 +116,12 @@ def test_never_content_of_another_phase() -> None:
     for phase in ("discovery", "evaluation", "decision"):
         now = T0
         received: set[str] = set()
-        positions: dict[str, int] = {}
+        places: dict[str, str] = {}
         for _ in range(10):
             now += timedelta(days=4)
-            result = plan(phase, positions, received, T0, now, engagement=50)
+            result = plan(phase, places, received, T0, now, engagement=50)
             if not isinstance(result, Send):
                 break
             assert result.step.content.startswith(phase + "/")
             received.add(result.step.content)
-            positions = result.positions
+            places = result.places

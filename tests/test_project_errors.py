@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from nurture.cli import main
 from nurture.problems import ProjectError
@@ -119,7 +119,9 @@ def test_unknown_content_id_in_workflow(project_dir: Path) -> None:
     replace(workflow, "discovery/activation-metrics", "discovery/activation-metric")
     (found,) = problems(project_dir)
     line = line_of(workflow, "discovery/activation-metric")
-    assert found.startswith(f"workflows/guide-nurture.yaml:{line}: tracks.discovery[1].content:")
+    assert found.startswith(
+        f"workflows/guide-nurture.yaml:{line}: tracks.discovery[1].split[0].steps[0].content:"
+    )
     assert "unknown content 'discovery/activation-metric'" in found
 
 
@@ -131,7 +133,9 @@ def test_decision_content_in_a_discovery_track_is_refused(project_dir: Path) -> 
     found = problems(project_dir)
     line = line_of(workflow, "content: decision/pricing-and-roi")
     assert any(
-        p.startswith(f"workflows/guide-nurture.yaml:{line}: tracks.discovery[2].content:")
+        p.startswith(
+            f"workflows/guide-nurture.yaml:{line}: tracks.discovery[1].split[0].steps[1].content:"
+        )
         and "the discovery track may only send discovery content" in p
         for p in found
     ), found
@@ -217,11 +221,15 @@ def test_every_problem_is_listed_at_once(project_dir: Path) -> None:
 
 
 def test_validate_command_prints_lines_and_exits_1(project_dir: Path) -> None:
-    replace(project_dir / "workflows" / "guide-nurture.yaml", "wait: 3d", "wait: soon")
+    workflow = project_dir / "workflows" / "guide-nurture.yaml"
+    replace(workflow, "wait: 3d", "wait: soon")
     result = CliRunner().invoke(main, ["--project", str(project_dir), "validate"])
     assert result.exit_code == 1
-    assert "workflows/guide-nurture.yaml:" in result.output
-    assert "tracks.discovery[1].wait: 'soon' is not a duration" in result.output
+    line = line_of(workflow, "wait: soon")
+    assert (
+        f"workflows/guide-nurture.yaml:{line}: tracks.discovery[1].split[0].steps[0].wait: "
+        "'soon' is not a duration" in result.output
+    )
     assert "nothing started" in result.output
 
 
@@ -236,4 +244,48 @@ def test_run_does_not_start_on_a_broken_project(project_dir: Path) -> None:
 def test_validate_ok_on_example(project_dir: Path) -> None:
     result = CliRunner().invoke(main, ["--project", str(project_dir), "validate"])
     assert result.exit_code == 0, result.output
-    assert "2 workflows, 9 pieces of content" in result.output
+    assert "2 workflows, 10 pieces of content" in result.output
+
+
+def start_and_validate(project_dir: Path, env: dict[str, str | None]) -> tuple[Result, Result]:
+    runner = CliRunner()
+    validate = runner.invoke(main, ["--project", str(project_dir), "validate"], env=env)
+    started = runner.invoke(main, ["--project", str(project_dir), "run"], env=env)
+    return validate, started
+
+
+def test_validate_refuses_what_run_refuses_a_missing_handoff_secret(project_dir: Path) -> None:
+    from tests.helpers import configure_handoff
+
+    configure_handoff(project_dir, "https://crm.example/hooks/nurture")
+    validate, started = start_and_validate(project_dir, {"NURTURE_HANDOFF_SECRET": None})
+    expected = "nurture.yaml: handoff.webhook_secret: required with webhook_url; set NURTURE_HANDOFF_SECRET"
+    assert validate.exit_code == 1 and expected in validate.output
+    assert "ok:" not in validate.output
+    assert started.exit_code == 1 and expected in started.output  # the same words: one check
+    secret = {"NURTURE_HANDOFF_SECRET": "s3cret-for-the-crm"}
+    validate = CliRunner().invoke(main, ["--project", str(project_dir), "validate"], env=secret)
+    assert validate.exit_code == 0 and validate.output.startswith("ok:"), validate.output
+    assert "s3cret" not in validate.output
+
+
+@pytest.mark.parametrize(
+    ("change", "env", "expected"),
+    [
+        (None, {"NURTURE_SMTP_URL": "http://mail.example.com"}, "NURTURE_SMTP_URL:"),
+        (
+            "delivery:\n  dkim: {domain: keel.example, selector: s1, private_key_file: k.pem}\n",
+            {},
+            "delivery.dkim.private_key_file: [Errno 2] No such file or directory",
+        ),
+    ],
+)
+def test_validate_checks_the_environment_as_run_does(
+    project_dir: Path, change: str | None, env: dict[str, str | None], expected: str
+) -> None:
+    if change:
+        settings = project_dir / "nurture.yaml"
+        settings.write_text(settings.read_text() + change)
+    validate, started = start_and_validate(project_dir, {"NURTURE_SMTP_URL": None, **env})
+    assert validate.exit_code == 1 and expected in validate.output, validate.output
+    assert started.exit_code == 1 and expected in started.output, started.output

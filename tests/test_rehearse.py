@@ -13,18 +13,25 @@ from tests.helpers import write
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_champion_moves_lead_mql_sql_and_leaves_the_workflow(project_dir: Path) -> None:
+def test_the_champion_moves_lead_mql_sql_and_gets_decision_content_until_sales_accepts(
+    project_dir: Path,
+) -> None:
     lines = rehearse(project_dir, load_persona(REPO / "personas" / "champion.yaml"))
     text = "\n".join(lines)
     assert lines[0] == "Claire, VP Customer Success at a 300-person SaaS company (America/New_York)"
     assert "stage contact -> lead: event content_downloaded" in text
     assert "stage lead -> mql: rule fit >= 30 and engagement >= 35" in text
     assert "stage mql -> sql: event meeting_booked" in text
-    assert "left workflow guide-nurture: goal: meeting_booked" in text
+    assert "goal: meeting_booked" not in text, "the meeting that makes an SQL ends nothing"
     assert lines[-1] == "after 30 days: stage sql, fit 65"
     mql = next(i for i, line in enumerate(lines) if "-> mql" in line)
+    sql = next(i for i, line in enumerate(lines) if "-> sql" in line)
+    left = lines.index("  09:00  left workflow guide-nurture: goal: sales_accepted")
     assert all("(discovery," in line for line in lines[:mql] if "  email " in line)
-    assert any("(evaluation, stage mql)" in line for line in lines[mql:])
+    assert any("(evaluation, stage mql)" in line for line in lines[mql:sql])
+    decision = [line for line in lines[sql:left] if "  email " in line]
+    assert decision and all("(decision, stage sql)" in line for line in decision), lines
+    assert not any("  email " in line for line in lines[left:]), "sales accepted: no more"
 
 
 def test_quiet_hours_show_in_the_persons_own_time(project_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """One person from a CSV import to sales, through the real HTTP API: the stages move at the
-right events, every email comes from the phase of the stage it was sent in, and the hand-off
-webhook reaches the CRM once, signed."""
+right events, every email comes from the phase of the stage it was sent in, decision content
+goes on after the meeting (an SQL) until sales accepts, and the hand-off webhook reaches the CRM
+once, signed."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from nurture.clock import FixedClock
 from nurture.db import sessions
 from nurture.handoffs import verify
 from nurture.jobs import run_periodic
-from nurture.models import Message, StageMove
+from nurture.models import Enrollment, Message, StageMove
 from nurture.runtime import Runtime
 from nurture.web import create_app
 from tests.conftest import HANDOFF_SECRET
@@ -37,29 +38,38 @@ def rt(crm_runtime: Runtime) -> Runtime:
     return crm_runtime
 
 
-@pytest.fixture
-def api(rt: Runtime) -> Iterator[Any]:
-    port = free_port()
-    server = waitress.create_server(create_app(rt), host="127.0.0.1", port=port, threads=2)
-    threading.Thread(target=server.run, daemon=True).start()
-    with sessions(rt.database).begin() as session:
-        key = create_key(session, "website", rt.clock.now())[1]
+class Api:
+    """Ana's side of the real HTTP API, each call a minute after the last tick."""
 
-    def send(kind: str, **properties: Any) -> dict[str, Any]:
-        assert isinstance(rt.clock, FixedClock)
-        rt.clock.advance(timedelta(minutes=1))  # not the instant of the last tick
-        body = json.dumps({"email": "ana@acme.example", "kind": kind, "properties": properties})
+    def __init__(self, rt: Runtime, port: int, key: str) -> None:
+        self.rt, self.port, self.key = rt, port, key
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert isinstance(self.rt.clock, FixedClock)
+        self.rt.clock.advance(timedelta(minutes=1))  # not the instant of the last tick
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/v1/events",
-            data=body.encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+            f"http://127.0.0.1:{self.port}/api/v1{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
             result: dict[str, Any] = json.loads(response.read())
             return result
 
-    yield send
+    def __call__(self, kind: str, **properties: Any) -> dict[str, Any]:
+        body = {"email": "ana@acme.example", "kind": kind, "properties": properties}
+        return self.post("/events", body)
+
+
+@pytest.fixture
+def api(rt: Runtime) -> Iterator[Api]:
+    port = free_port()
+    server = waitress.create_server(create_app(rt), host="127.0.0.1", port=port, threads=2)
+    threading.Thread(target=server.run, daemon=True).start()
+    with sessions(rt.database).begin() as session:
+        key = create_key(session, "website", rt.clock.now())[1]
+    yield Api(rt, port, key)
     server.close()
 
 
@@ -77,7 +87,7 @@ def stage_of(reply: dict[str, Any]) -> str:
 
 
 def test_from_import_to_sales(
-    rt: Runtime, api: Any, crm: Receiver, project_dir: Path, database_url: str
+    rt: Runtime, api: Api, crm: Receiver, project_dir: Path, database_url: str
 ) -> None:
     csv = write(
         project_dir,
@@ -111,6 +121,10 @@ def test_from_import_to_sales(
     assert stage_of(api("webinar_attended", webinar="retention-2026")) == "mql"
     days(rt, 4)
     assert stage_of(api("meeting_booked")) == "sql"
+    days(rt, 4)
+    accepted = api.post("/contacts/ana@acme.example/sales", {"outcome": "accepted"})
+    assert accepted["stage"] == "sql" and accepted["events"][0]["kind"] == "sales_accepted"
+    accepted_at = rt.clock.now()
     days(rt, 10)
 
     with sessions(rt.database)() as session:
@@ -135,7 +149,18 @@ def test_from_import_to_sales(
     phases = [m.phase for m in sent]
     assert "discovery" in phases and "evaluation" in phases
     sql_at = moves[-1][2]
-    assert all(m.sent_at < sql_at for m in sent)  # the meeting met the nurture's goal
+    # A meeting makes an SQL, not a goal: decision content goes on until sales accepts,
+    # and sales accepting (the workflows' goal) ends it while some was still to come.
+    after_sql = [m.content_id for m in sent if m.sent_at >= sql_at]
+    assert "decision/demo-invitation" in after_sql, after_sql
+    assert all(m.sent_at < accepted_at for m in sent)
+    assert "decision/pilot-offer" not in [m.content_id for m in sent]
+    with sessions(rt.database)() as session:
+        ends = {(e.workflow, e.status, e.end_reason) for e in session.scalars(select(Enrollment))}
+    assert ends == {
+        ("guide-nurture", "completed", "goal: sales_accepted"),
+        ("webinar-follow-up", "completed", "goal: sales_accepted"),
+    }
     assert all(m.status == "sent" for m in sent)
 
     [hit] = crm.received

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from nurture.cli import main
 from nurture.db import make_engine, sessions
-from nurture.models import Message, StageMove
+from nurture.models import Contact, Event, Message, ReportCache, StageMove
 from nurture.project import load_project
-from nurture.simulate import simulate
+from nurture.simulate import START, simulate
 
 
 def check_export(lines: list[dict[str, object]], root: Path) -> None:
@@ -64,6 +64,7 @@ def test_sixty_days_keep_every_invariant(project_dir: Path, tmp_path: Path) -> N
         result.stages
     )
     assert result.messages_by_phase["discovery"] > result.messages_by_phase["evaluation"] > 0
+    assert result.messages_by_phase["decision"] > 0, "SQLs get decision content until sales accepts"
     assert result.deferrals, "with 300 people in 12 zones, caps must have held some emails"
     lines = [json.loads(line) for line in export.getvalue().splitlines()]
     assert {line["type"] for line in lines} == {"message", "stage"}
@@ -83,6 +84,12 @@ def test_sixty_days_keep_every_invariant(project_dir: Path, tmp_path: Path) -> N
             .where(Message.phase == "decision", Message.stage_at_send.in_(["lead", "contact"]))
         )
         assert decision_to_leads == 0
+        unlinked = session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(Event.kind.in_(("email_opened", "email_clicked")), Event.message_id.is_(None))
+        )
+        assert unlinked == 0, "an open or a click is linked to its email, as tracking links it"
         assert session.scalar(select(func.count()).select_from(Message)) == sum(
             result.messages_by_phase.values()
         )
@@ -139,3 +146,150 @@ def test_simulate_command_json_and_export(project_dir: Path, tmp_path: Path) -> 
 def test_simulate_refuses_nonsense(project_dir: Path, flag: str) -> None:
     result = CliRunner().invoke(main, ["--project", str(project_dir), "simulate", flag, "0"])
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+OTHER_SETTINGS = """\
+sender:
+  from_name: Oak
+  from_address: hi@oak.example
+  postal_address: "Oak Ltd, 1 High Street, Leeds, UK"
+events: [trial_started, doc_read, call_requested, contract_signed, price_checked]
+stages:
+  - name: prospect
+    phase: discovery
+    enter_on: [trial_started]
+  - name: engaged
+    phase: evaluation
+    enter_when: "engagement >= 15"
+  - name: buyer
+    phase: decision
+    enter_on: [call_requested]
+  - name: client
+    enter_on: [contract_signed]
+scoring:
+  engagement:
+    rules:
+      - {event: email_clicked, points: 5, once_per: message_id}
+      - {event: doc_read, points: 8, once_per: doc}
+      - {event: price_checked, points: 12, when: "event.plan == 'team'"}
+      - {event: call_requested, points: 30}
+handoff:
+  stage: buyer
+"""
+OTHER_WORKFLOW = """\
+name: Trial onboarding
+enter:
+  stages: [prospect, engaged, buyer]
+goals:
+  stages: [client]
+  events: [sales_accepted]
+tracks:
+  discovery:
+    - {content: discovery/hidden-cost-of-churn}
+    - {content: discovery/activation-metrics, wait: 2d}
+    - {content: discovery/onboarding-checklist, wait: 3d}
+  evaluation:
+    - {content: evaluation/case-study-northwind, wait: 1d}
+    - {content: evaluation/build-vs-buy, wait: 3d}
+  decision:
+    - {content: decision/demo-invitation, wait: 1d}
+    - {content: decision/pricing-and-roi, wait: 3d}
+"""
+
+
+@pytest.fixture
+def other_project(project_dir: Path) -> Path:
+    """The example's content, with a nurture.yaml and a workflow whose events all differ."""
+    (project_dir / "nurture.yaml").write_text(OTHER_SETTINGS, encoding="utf-8")
+    for old in (project_dir / "workflows").iterdir():
+        old.unlink()
+    (project_dir / "workflows" / "onboarding.yaml").write_text(OTHER_WORKFLOW, encoding="utf-8")
+    return project_dir
+
+
+def test_simulate_any_project_with_its_own_event_kinds(other_project: Path, tmp_path: Path) -> None:
+    database = tmp_path / "other.db"
+    args = ["--project", str(other_project), "simulate", "--db", str(database)]
+    result = CliRunner().invoke(main, [*args, "--days", "30", "--contacts", "60", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "violations: 0" in result.output
+    engine = make_engine(f"sqlite:///{database}")
+    with sessions(engine)() as session:
+        kinds = dict(session.execute(select(Event.kind, func.count()).group_by(Event.kind)).all())
+        stages = set(session.scalars(select(StageMove.to_stage)))
+        sent = session.scalar(select(func.count()).select_from(Message))
+    engine.dispose()
+    assert kinds.get("trial_started") == 60, kinds  # how they came in: the first stage's event
+    assert kinds.get("doc_read", 0) + kinds.get("price_checked", 0) > 0, kinds  # scoring rules
+    assert {"prospect", "engaged"} <= stages, stages
+    assert sent and sent > 60
+    assert not set(kinds) - {
+        "trial_started", "doc_read", "call_requested", "contract_signed", "price_checked",
+        "email_opened", "email_clicked", "unsubscribed", "sales_accepted", "sales_rejected",
+    }, kinds  # fmt: skip
+
+
+def test_resume_goes_on_from_where_the_clock_stopped(project_dir: Path, tmp_path: Path) -> None:
+    database = tmp_path / "living.db"
+    first = simulate(project_dir, days=12, contacts=40, seed=9, database=str(database))
+    engine = make_engine(f"sqlite:///{database}")
+    with sessions(engine)() as session:
+        state = session.get(ReportCache, "simulation")
+        assert state is not None
+        stopped = datetime.fromisoformat(state.data["clock"])
+        pending = len(state.data["pending"])
+        before = session.scalar(select(func.max(Message.id)))
+        people = session.scalar(select(func.count()).select_from(Contact))
+    assert stopped == START + timedelta(days=12) and people == 40
+    args = ["--project", str(project_dir), "simulate", "--db", str(database)]
+    result = CliRunner().invoke(main, [*args, "--resume", "--days", "6", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["violations"] == [] and data["seed"] == 9
+    assert data["contacts"] == 20, "new people keep arriving at the earlier pace (40 in 12 days)"
+    assert data["until"] == (stopped + timedelta(days=6)).isoformat()
+    with sessions(engine)() as session:
+        later = session.scalars(select(Message.sent_at).where(Message.id > before)).all()
+        assert later and min(later) >= stopped and max(later) <= stopped + timedelta(days=6)
+        assert session.scalar(select(func.count()).select_from(Contact)) == 60
+        old_people = session.scalar(
+            select(func.count(func.distinct(Message.contact_id))).where(
+                Message.id > before, Message.contact_id <= 40
+            )
+        )
+        assert old_people, "the people of the first run go on receiving their tracks"
+        duplicates = session.execute(
+            select(Message.contact_id, Message.content_id)
+            .group_by(Message.contact_id, Message.content_id)
+            .having(func.count() > 1)
+        ).all()
+        assert duplicates == []
+        # What people were about to do when the clock stopped (opens, clicks) still happens.
+        carried = session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .join(Message, Message.id == Event.message_id)
+            .where(Message.id <= before, Event.occurred_at >= stopped)
+        )
+    engine.dispose()
+    assert pending and carried
+    assert first.stages != data["stages"]
+
+
+def test_resume_needs_a_simulation(project_dir: Path, tmp_path: Path) -> None:
+    args = ["--project", str(project_dir), "simulate", "--resume", "--days", "3", "--db"]
+    result = CliRunner().invoke(main, [*args, str(tmp_path / "none.db")])
+    assert result.exit_code == 2 and "--db" in result.output and "Traceback" not in result.output
+
+
+def test_simulate_shows_progress_on_stderr_and_none_under_json(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    args = ["--project", str(project_dir), "simulate", "--days", "10", "--contacts", "15"]
+    shown = CliRunner().invoke(main, [*args, "--db", str(tmp_path / "p.db")])
+    assert shown.exit_code == 0, shown.output
+    assert "simulating: day 10 of 10" in shown.stderr and "simulating" not in shown.stdout
+    assert shown.stderr.count("simulating: day") >= 5
+    quiet = CliRunner().invoke(main, [*args, "--db", str(tmp_path / "q.db"), "--json"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    json.loads(quiet.stdout)

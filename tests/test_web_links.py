@@ -175,3 +175,41 @@ def test_privacy_proxy_opens_are_flagged(
 
 def test_health(client: FlaskClient) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def one_character_changes(token: str) -> list[str]:
+    """Every token that differs from `token` in exactly one character (base64url or '.')."""
+    return [
+        token[:i] + other + token[i + 1 :]
+        for i in range(len(token))
+        for other in BASE64URL + "."
+        if other != token[i]
+    ]
+
+
+def test_every_one_character_forgery_is_404_and_records_nothing(
+    runtime: Runtime, client: FlaskClient, sent: dict[str, str]
+) -> None:
+    """base64 leaves spare bits in a signature's last character; only the canonical token
+    that was signed is accepted, so no altered character gets through."""
+    later(runtime, hours=2)
+    tried = 0
+    for name, method, data in (
+        ("click", "GET", None),
+        ("open", "GET", None),
+        ("unsubscribe", "POST", {"List-Unsubscribe": "One-Click"}),
+    ):
+        prefix, token = sent[name].rsplit("/", 1)
+        for forged in one_character_changes(token):
+            reply = client.open(f"{prefix}/{forged}", method=method, data=data)
+            assert reply.status_code == 404, (name, forged)
+            tried += 1
+    assert tried > 3 * 60 * 64
+    with sessions(runtime.database)() as session:
+        assert session.scalars(select(Event)).all() == []
+    assert suppressed(runtime) == []
+    assert client.get(sent["click"], headers={"User-Agent": BROWSER}).status_code == 302
+    assert len(events(runtime, "email_clicked")) == 1, "the real token still works"

@@ -8,38 +8,44 @@ what is wrong, and nothing of the request was kept.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib.metadata import version
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
+from nurture import eventtime, metrics
 from nurture.accounts import rollup
 from nurture.apikeys import find_key
-from nurture.contacts import current_engagement, normalize_email, profile
-from nurture.db import write_transaction
+from nurture.contacts import NO_NUL, current_engagement, normalize_email, profile, shown
+from nurture.db import write_retrying, write_transaction
 from nurture.feedback import Outcome, move_stage, sales_outcome, upsert_contact
 from nurture.intake import Incoming, record_events
 from nurture.models import Contact, Enrollment, Event, Message, ScoreChange, StageMove
 from nurture.runtime import Runtime
 from nurture.web.schemas import (
     MAX_BODY,
-    ContactIn,
+    MAX_DEPTH,
+    MAX_ITEMS,
+    MAX_PROPERTY_TEXT,
+    NOT_BLANK,
     EventBatch,
     EventIn,
     SalesIn,
     StageIn,
+    contact_model,
+    custom_specs,
     openapi,
 )
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 M = TypeVar("M", bound=BaseModel)
 #: Events may be late (a queue drained after an outage) but not from the future.
-CLOCK_SKEW = timedelta(minutes=5)
 #: Kinds with their own route, so the hand-off record stays true.
 OWN_ROUTE = {
     "sales_accepted": "sales",
@@ -125,18 +131,23 @@ def api_description(runtime: Runtime) -> dict[str, Any]:
         version("nurture"),
         kinds=sorted(settings.event_kinds - set(OWN_ROUTE)),
         stages=settings.stage_names,
+        custom_fields=settings.custom_fields,
     )
 
 
 def _body() -> Any:
-    data = request.get_json(silent=True)
-    if data is None:
-        if request.content_length and request.content_length > MAX_BODY:
-            raise Problem(413, "too_large", f"the body is over {MAX_BODY} bytes", [])
+    """The JSON body, parsed by pydantic's parser: it has a depth limit (a body nested
+    thousands deep is a 400, not a RecursionError) and refuses NaN and Infinity."""
+    if request.content_length and request.content_length > MAX_BODY:
+        raise Problem(413, "too_large", f"the body is over {MAX_BODY} bytes", [])
+    if not request.is_json:
         raise Problem(
             400, "bad_request", "expected a JSON body (Content-Type: application/json)", []
         )
-    return data
+    try:
+        return from_json(request.get_data(), allow_inf_nan=False)
+    except ValueError as exc:
+        raise Problem(400, "bad_request", f"the body is not JSON: {exc}", []) from None
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -146,27 +157,65 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
+def _in_body(data: Any, loc: tuple[int | str, ...], missing: bool) -> tuple[int | str, ...]:
+    """The part of an error's location that is in the body: pydantic adds the name of each
+    member of a union it tried (`str`, `list[...]`), which is no field of the request; the
+    last part of a `missing` error is the absent field's name."""
+    path: list[int | str] = []
+    for number, part in enumerate(loc):
+        inside = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        )
+        if inside:
+            data = data[part]
+        elif not (missing and number == len(loc) - 1):
+            continue  # a union member's name
+        path.append(part)
+    return tuple(path)
+
+
+_VALUE = (
+    f"must be text (at most {MAX_PROPERTY_TEXT} characters, no NUL), a finite number, true, "
+    f"false, null, or a list or map of them nested {MAX_DEPTH} deep at most "
+    f"({MAX_ITEMS} items each)"
+)
+
+
+_MESSAGES = {NO_NUL: "must not contain a NUL character", NOT_BLANK: "must not be blank"}
+
+
 def _parse(model: type[M], data: Any) -> M:
-    """`data` (the parsed body) checked strictly against `model`, from the raw JSON: no
-    number taken for a time, no string for a number."""
+    """`data` (the parsed body) checked strictly against `model`: no number taken for a
+    time, no string for a number, no bool for a number, no number for a name. One error per
+    field of the request, named as in the body (`events[3].properties.utm`)."""
     try:
-        del data  # parsed already, so the body is known to be JSON
         return model.model_validate_json(request.get_data())
     except ValidationError as exc:
-        errors = [
-            {
-                **(
-                    {"index": e["loc"][1]}
-                    if len(e["loc"]) > 1
-                    and e["loc"][0] == "events"
-                    and isinstance(e["loc"][1], int)
-                    else {}
-                ),
-                "field": _field(tuple(e["loc"])),
-                "message": e["msg"].removeprefix("Value error, "),
-            }
-            for e in exc.errors(include_url=False)
-        ]
+        found: dict[str, dict[str, Any]] = {}
+        for e in exc.errors(include_url=False):
+            loc = _in_body(data, tuple(e["loc"]), e["type"] == "missing")
+            field = _field(loc)
+            message = _MESSAGES.get(
+                str((e.get("ctx") or {}).get("pattern")), e["msg"].removeprefix("Value error, ")
+            )
+            if field in found:
+                if "properties" in loc and found[field]["message"] != message:
+                    found[field]["message"] = _VALUE
+                continue
+            index = (
+                {"index": loc[1]}
+                if len(loc) > 1 and loc[0] == "events" and isinstance(loc[1], int)
+                else {}
+            )
+            found[field] = {**index, "field": field, "message": message}
+        # A value nested too deep fails at each level: name the outermost one only.
+        errors = []
+        for field, error in found.items():
+            if any(field.startswith((f"{f}.", f"{f}[")) for f in found if f != field):
+                continue
+            if any(f.startswith((f"{field}.", f"{field}[")) for f in found):
+                error["message"] = _VALUE
+            errors.append(error)
         raise Problem(422, "invalid", f"{len(errors)} field(s) are wrong", errors) from None
 
 
@@ -200,14 +249,22 @@ def _check_events(events: list[EventIn], batch: bool, now: datetime) -> list[tup
                     f"({OWN_ROUTE[item.kind]}), not as an event",
                 }
             )
-        if item.time is not None and item.time > now + CLOCK_SKEW:
-            errors.append({**extra, "field": where + "time", "message": "is in the future"})
+        found = eventtime.problem(item.time, now) if item.time is not None else None
+        if found is not None:
+            errors.append({**extra, "field": where + "time", "message": found})
         out.append((address, item))
     if errors:
         raise Problem(
             422, "invalid", f"{len(errors)} event field(s) are wrong; nothing was recorded", errors
         )
     return out
+
+
+@bp.after_request
+def _count_rejected(response: Response) -> Response:
+    if request.endpoint == "api.events" and response.status_code >= 400:
+        metrics.count_rejected(response.status_code)
+    return response
 
 
 @bp.post("/events")
@@ -222,9 +279,11 @@ def events() -> Response:
         Incoming(address, item.kind, item.time, dict(item.properties), item.id)
         for address, item in checked
     ]
-    with write_transaction(runtime.database) as session:
-        results = record_events(session, runtime.project, incoming, now)
+    results = write_retrying(
+        runtime.database, lambda session: record_events(session, runtime.project, incoming, now)
+    )
     accepted = sum(1 for r in results if not r.duplicate)
+    metrics.count_events(i.kind for i, r in zip(incoming, results, strict=True) if not r.duplicate)
     return jsonify(
         accepted=accepted,
         duplicates=len(results) - accepted,
@@ -234,21 +293,20 @@ def events() -> Response:
 
 @bp.post("/contacts")
 def contacts() -> tuple[Response, int]:
-    item = _parse(ContactIn, _body())
     runtime = _runtime()
+    item = _parse(contact_model(custom_specs(runtime.project.settings.custom_fields)), _body())
     now = runtime.clock.now()
     try:
         address = normalize_email(item.email)
     except ValueError as exc:
         raise Problem(422, "invalid", str(exc), [{"field": "email", "message": str(exc)}]) from None
     with write_transaction(runtime.database) as session:
-        existed = session.scalar(select(Contact.id).where(Contact.email == address)) is not None
         try:
             outcome = upsert_contact(
                 session,
                 runtime.project,
                 address,
-                item.fields,
+                item.fields.model_dump(exclude_none=True),
                 now,
                 stage=item.stage,
                 consent_source=item.consent,
@@ -260,7 +318,7 @@ def contacts() -> tuple[Response, int]:
                 422, "invalid", str(exc), [{"field": name, "message": message or str(exc)}]
             ) from None
         body = contact_view(session, runtime, outcome.contact, now)
-    return jsonify(body), 200 if existed else 201
+    return jsonify(body), 201 if outcome.created else 200
 
 
 @bp.get("/contacts/<email>")
@@ -313,12 +371,14 @@ def _change(email: str, change: Callable[[Session, Runtime, str, datetime], Outc
 def account(account: str) -> Response:
     runtime = _runtime()
     now = runtime.clock.now()
+    if "\x00" in account or len(account) > 255:
+        raise Problem(404, "not_found", f"no account {shown(account)}", [])
     with runtime.database.connect() as connection, Session(bind=connection) as session:
         members = list(
             session.scalars(select(Contact).where(Contact.account == account).order_by(Contact.id))
         )
         if not members:
-            raise Problem(404, "not_found", f"no account {account!r}", [])
+            raise Problem(404, "not_found", f"no account {shown(account)}", [])
         score = rollup(members, runtime.project.settings, now)
         return jsonify(
             account=account,
@@ -343,7 +403,7 @@ def _find(session: Session, email: str) -> Contact:
     try:
         address = normalize_email(email)
     except ValueError:
-        raise Problem(404, "not_found", f"no contact {email!r}", []) from None
+        raise Problem(404, "not_found", f"no contact {shown(email)}", []) from None
     found = session.scalar(select(Contact).where(Contact.email == address))
     if found is None:
         raise Problem(404, "not_found", f"no contact {address}", [])

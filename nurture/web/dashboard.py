@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
+from collections.abc import Iterable
+from typing import Any
+
 from flask import (
     Blueprint,
     abort,
@@ -13,29 +15,36 @@ from flask import (
     session,
     url_for,
 )
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from nurture.contacts import current_engagement, profile
-from nurture.content import sample_variables
+from nurture.content import SAMPLE_UNSUBSCRIBE_URL, render_email, sample_contact
 from nurture.db import sessions, write_transaction
+from nurture.diagram import workflow_svgs
 from nurture.explain import explain
 from nurture.feedback import move_stage, set_paused, suppress
 from nurture.models import Contact, Enrollment, Suppression
+from nurture.redact import redact
 from nurture.reports import (
     cached_history,
+    content_totals,
     find_contacts,
     overview,
     planned,
     score_history,
+    subject_test,
     timeline,
     unknown_messages,
     workflow_stats,
+    workflow_versions,
 )
 from nurture.runtime import Runtime
 from nurture.stats import content_stats
 from nurture.web.auth import login_required
+from nurture.winner import CONFIDENCE, MIN_SENDS
 
 bp = Blueprint("dashboard", __name__)
 
@@ -115,7 +124,18 @@ def contact_page(contact_id: int) -> str:
         plan=explain(runtime, contact.email),
         stages=runtime.project.settings.stage_names,
         scores=scores,
+        custom=_custom_fields(contact, runtime.project.settings.custom_fields),
     )
+
+
+def _custom_fields(contact: Contact, declared: Iterable[str]) -> list[tuple[str, Any]]:
+    """The contact's custom fields: every declared one (empty ones too, in declared order),
+    then any the contact holds that nurture.yaml no longer declares."""
+    values = contact.custom or {}
+    names = list(declared)
+    return [(name, values.get(name)) for name in names] + [
+        (name, value) for name, value in sorted(values.items()) if name not in names
+    ]
 
 
 @bp.post("/contacts/<int:contact_id>/action")
@@ -151,8 +171,23 @@ def workflows_page() -> str:
     runtime = _runtime()
     with sessions(runtime.database)() as db:
         steps, waiting = workflow_stats(db, runtime.project)
+        versions = workflow_versions(db)
+    lanes = {
+        id: [
+            (phase, Markup(svg))  # escaped by nurture/diagram.py
+            for phase, svg in workflow_svgs(
+                workflow, {s.step: s for s in steps if s.workflow == id}
+            )
+        ]
+        for id, workflow in runtime.project.workflows.items()
+    }
     return render_template(
-        "workflows.html", steps=steps, waiting=waiting, workflows=runtime.project.workflows
+        "workflows.html",
+        steps=steps,
+        waiting=waiting,
+        workflows=runtime.project.workflows,
+        lanes=lanes,
+        versions=versions,
     )
 
 
@@ -165,25 +200,32 @@ def content_page() -> str:
     piece = project.content.get(chosen)
     if piece is None:
         abort(404)
-    variables = sample_variables(
-        project.settings.custom_fields, project.settings.sender.model_dump()
-    )
+    contact = sample_contact(project.settings.custom_fields)
     email = request.args.get("contact", "").strip()
     with sessions(runtime.database)() as db:
-        lines = {(line.content_id, line.variant): line for line in content_stats(db)}
+        lines = content_stats(db)
         if email:
             found = db.scalar(select(Contact).where(Contact.email == email.lower()))
             if found is None:
                 abort(404)
-            variables["contact"] = profile(found, project.settings)
-    rendered = piece.render(variables, language=variables["contact"].get("language"))
+            contact = profile(found, project.settings)
+    sender = project.settings.sender.model_dump()
+    rendered = render_email(piece, contact, sender, SAMPLE_UNSUBSCRIBE_URL)
+    subjects = {"": piece.front.subject_lines} | {
+        language: translation.front.subject_lines
+        for language, translation in sorted(piece.translations.items())
+    }
+    results, verdict = subject_test(subjects, [line for line in lines if line.content_id == chosen])
     return render_template(
         "content.html",
         pieces=sorted(project.content),
         chosen=chosen,
         rendered=rendered,
         email=email,
-        lines=[line for key, line in sorted(lines.items(), key=str) if key[0] == chosen],
+        results=results,
+        verdict=verdict,
+        rule=(MIN_SENDS, CONFIDENCE),
+        totals=content_totals(lines),
     )
 
 
@@ -208,17 +250,34 @@ def settle_message(message_id: int) -> BaseResponse:
     return redirect(url_for("dashboard.queue_page"))
 
 
+#: The Settings page's sections: a title, and the settings it shows.
+SETTINGS_SECTIONS = (
+    ("Sender and project", ("sender", "base_url", "timezone", "custom_fields")),
+    ("Stages", ("stages",)),
+    ("Disqualification", ("disqualify",)),
+    ("Engagement scoring", ("scoring.engagement",)),
+    ("Fit scoring", ("scoring.fit",)),
+    ("Caps", ("caps",)),
+    ("Account pause", ("account_pause",)),
+    ("Hand-off to sales", ("handoff",)),
+)
+
+
 @bp.get("/settings")
 @login_required
 def settings_page() -> str:
-    settings = _runtime().project.settings
-    shown = {
-        name: yaml.safe_dump(
-            settings.model_dump(mode="json", include={name}), sort_keys=False, allow_unicode=True
-        )
-        for name in ("stages", "disqualify", "scoring", "caps", "account_pause", "handoff")
-    }
-    return render_template("settings.html", shown=shown)
+    """The settings as loaded, in sections; every value goes through `redact` first."""
+    shown = redact(_runtime().project.settings.model_dump(mode="json"))
+    sections = []
+    for title, paths in SETTINGS_SECTIONS:
+        values: dict[str, Any] = {}
+        for path in paths:
+            value: Any = shown
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            values[path.rsplit(".", 1)[-1]] = value
+        sections.append((title, values))
+    return render_template("settings.html", sections=sections)
 
 
 def _contact(db: Session, contact_id: int) -> Contact:

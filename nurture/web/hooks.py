@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from nurture import providers
+from nurture import metrics, providers
 from nurture.db import write_transaction
 from nurture.feedback import apply_provider_feedback
 from nurture.runtime import Runtime
@@ -45,10 +45,22 @@ def _apply(provider: str, items: list[providers.Feedback]) -> tuple[Response, in
     runtime = _runtime()
     now = runtime.clock.now()
     applied = 0
+    kinds = []
     with write_transaction(runtime.database) as session:
         for item in items:
-            applied += apply_provider_feedback(session, runtime.project, provider, item, now)
+            if apply_provider_feedback(session, runtime.project, provider, item, now):
+                applied += 1
+                kinds.append(item.kind)
+    metrics.count_feedback(provider, kinds)
     return jsonify(applied=applied, replayed=len(items) - applied), 200
+
+
+@bp.after_request
+def _count(response: Response) -> Response:
+    metrics.count_webhook(
+        (request.endpoint or "hooks.unknown").split(".")[-1], response.status_code
+    )
+    return response
 
 
 def _guarded(provider: str, secret_name: str, read: Callable[[str], Any]) -> tuple[Response, int]:

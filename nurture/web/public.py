@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request
+from markupsafe import Markup, escape
 from sqlalchemy import select, update
 
 from nurture.db import write_transaction
@@ -18,6 +19,7 @@ from nurture.feedback import record_event, set_caps
 from nurture.machines import machine_click, machine_open
 from nurture.models import Contact, Event, Message
 from nurture.runtime import Runtime
+from nurture.web.words import UNSUBSCRIBE, pick
 
 bp = Blueprint("public", __name__)
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -30,6 +32,7 @@ class Sent:
     id: int
     email: str
     sent_at: datetime
+    language: str | None = None
 
 
 def _runtime() -> Runtime:
@@ -45,13 +48,13 @@ def _message(key: str | None) -> Sent:
     domain = runtime.project.settings.sender.from_address.rsplit("@", 1)[1]
     with write_transaction(runtime.database) as session:
         row = session.execute(
-            select(Message.id, Contact.email, Message.sent_at)
+            select(Message.id, Contact.email, Message.sent_at, Contact.language)
             .join(Contact, Contact.id == Message.contact_id)
             .where(Message.rfc_message_id == f"<{key}@{domain}>")
         ).first()
     if row is None:
         abort(404)
-    return Sent(row.id, row.email, row.sent_at)
+    return Sent(row.id, row.email, row.sent_at, row.language)
 
 
 @bp.get("/o/<token>")
@@ -112,9 +115,7 @@ def click(token: str) -> Response:
 @bp.get("/u/<token>")
 def unsubscribe_page(token: str) -> str:
     sent = _message(_runtime().links.unsubscribe_key(token))
-    return render_template(
-        "unsubscribe.html", email=sent.email, done=None, sender=_runtime().project.settings.sender
-    )
+    return _preferences_page(sent, None)
 
 
 @bp.post("/u/<token>")
@@ -148,8 +149,22 @@ def unsubscribe(token: str) -> Response | str:
             )
     if one_click:
         return Response("unsubscribed\n", mimetype="text/plain")
+    return _preferences_page(sent, choice)
+
+
+def _preferences_page(sent: Sent, done: str | None) -> str:
+    """The unsubscribe page, or what a choice did, in the contact's language."""
+    sender = _runtime().project.settings.sender
+    language = pick(sent.language)
+    words = UNSUBSCRIBE[language]
+
+    def say(key: str) -> Markup:
+        return Markup(escape(words[key])).format(
+            email=Markup("<strong>{}</strong>").format(sent.email), sender=sender.from_name
+        )
+
     return render_template(
-        "unsubscribe.html", email=sent.email, done=choice, sender=runtime.project.settings.sender
+        "unsubscribe.html", lang=language, say=say, done=done, sender=sender, title=words["title"]
     )
 
 

@@ -1,0 +1,324 @@
+"""Moving people across an edit of their workflow: pure rules, no database, no clock.
+
+A person's place in a workflow is, per phase track, the id of the last step whose turn is
+done (sent, passed over because they had it, or skipped by its condition), or of the arm of
+a branch, wait_until or split they took (`<id>#then`, `#else`, `#<path>`); no entry means
+the track has not started. Nested steps are read in `Workflow.flat`'s order (depth first),
+so the rules below hold inside branches too: a place in a removed branch goes on with the
+next step that remains after it. When the workflow's file changes, `carry` says where each person
+goes in the new version:
+
+- a step that keeps its id keeps its people, wherever it moved;
+- a removed step: they go on with the next step that remains, in the old order;
+- a renamed step (its content declared `renamed_from:`) is the same step;
+- a new step after their place reaches them, also when they had finished the track;
+  a new step placed before it does not (they are past it);
+- a step moved from after their place to before it still reaches them;
+- a removed track: people in that phase wait with the reason (held), never silently.
+
+The planner then passes over every piece they already got, so nobody gets one twice, and a
+step's wait counts from their last email. `carry` also says what changed for the person
+(continue, move from a step to another, finish, held), which `nurture plan` counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from nurture.workflows import Workflow
+
+#: The start of every reason of someone the rules could not place (stored, shown by explain).
+HELD = "held after an edit of"
+#: The prefix of the places key saying when a track's last wait started or ended (planner).
+SINCE = "since:"
+
+
+class Kind(StrEnum):
+    CONTINUE = "continue"
+    MOVE = "move"
+    FINISH = "finish"
+    HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    id: str
+    content: str
+    wait: timedelta
+
+
+#: phase -> the track's steps in the order people meet them.
+Outline = Mapping[str, Sequence[StepInfo]]
+
+
+def outline(workflow: Workflow) -> dict[str, list[StepInfo]]:
+    """The workflow's steps per track, in order (computed once per loaded workflow)."""
+    cached = _outlines.get(id(workflow))
+    if cached is not None and cached[0] is workflow:
+        return cached[1]
+    made: dict[str, list[StepInfo]] = {
+        phase: [StepInfo(s.key, s.content, s.wait) for s in workflow.flat(phase)]
+        for phase in workflow.tracks
+    }
+    if len(_outlines) > 256:
+        _outlines.clear()
+    _outlines[id(workflow)] = (workflow, made)
+    return made
+
+
+_outlines: dict[int, tuple[Workflow, dict[str, list[StepInfo]]]] = {}
+
+
+def outline_to_json(value: Outline) -> dict[str, Any]:
+    return {
+        phase: [{"id": s.id, "content": s.content, "wait": s.wait.total_seconds()} for s in steps]
+        for phase, steps in value.items()
+    }
+
+
+def outline_from_json(value: Mapping[str, Any]) -> dict[str, list[StepInfo]]:
+    return {
+        phase: [StepInfo(s["id"], s["content"], timedelta(seconds=s["wait"])) for s in steps]
+        for phase, steps in value.items()
+    }
+
+
+def step_renames(old: Outline, new: Outline, aliases: Mapping[str, str]) -> dict[str, str]:
+    """Old step id -> new step id, for steps whose id changed because their content was
+    renamed (the new piece lists the old id in `renamed_from:`)."""
+    new_ids = {s.id for steps in new.values() for s in steps}
+    by_content = {s.content: s.id for steps in new.values() for s in steps if s.content}
+    renames: dict[str, str] = {}
+    for steps in old.values():
+        for step in steps:
+            if step.id in new_ids or not step.content:
+                continue
+            target = by_content.get(aliases.get(step.content, ""))
+            if target is not None and target not in {s.id for s in steps if s.id != step.id}:
+                renames[step.id] = target
+    return renames
+
+
+def from_indexes(current: Outline, positions: Mapping[str, Any]) -> dict[str, str]:
+    """Places from the index positions stored before step ids (`positions`: phase -> how
+    many steps of the track were done), read against the workflow as it is now."""
+    places: dict[str, str] = {}
+    for phase, done in positions.items():
+        steps = current.get(phase, [])
+        if isinstance(done, int) and done > 0 and steps:
+            places[phase] = steps[min(done, len(steps)) - 1].id
+    return places
+
+
+@dataclass(frozen=True)
+class Carried:
+    """Where a person goes in the new version, and what changed for them (their current
+    phase's track): `was` the step they would have got next, `now` the one they will get
+    (None: nothing left); `reason` says it in words."""
+
+    places: dict[str, str]
+    kind: Kind
+    reason: str
+    was: str | None = None
+    now: str | None = None
+
+
+def _next(steps: Sequence[StepInfo], pointer: str | None, received: Set[str]) -> str | None:
+    ids = [s.id for s in steps]
+    start = ids.index(pointer) + 1 if pointer in ids else 0
+    for step in steps[start:]:
+        if step.content and step.content not in received:
+            return step.id
+    return None
+
+
+def _pointer(old: Sequence[str], new: Sequence[str], pointer: str) -> str | None:
+    """The place in `new` of someone whose last done step of `old` is `pointer`."""
+    at = old.index(pointer)
+    reached = set(old[: at + 1])
+    anchor = next((new.index(o) for o in reversed(old[: at + 1]) if o in new), -1)
+    for index, step in enumerate(new):
+        done = step in reached if step in old else index <= anchor
+        if not done:
+            return new[index - 1] if index else None
+    return new[-1] if new else None
+
+
+def carry(
+    old: Outline,
+    new: Outline,
+    places: Mapping[str, str],
+    *,
+    phase: str | None,
+    received: Set[str],
+    workflow: str,
+    renames: Mapping[str, str] | None = None,
+) -> Carried:
+    """Where someone at `places` of version `old` goes in version `new`.
+
+    `phase` is the phase their stage gets now (None: none), `received` every content id
+    they ever got (canonical ids, renames applied), `renames` old step id -> new step id.
+    """
+    renames = renames or {}
+    # `since:<phase>` (when a wait started or ended) goes along with the track's place.
+    extra = {k: v for k, v in places.items() if k.startswith(SINCE)}
+    places = {k: v for k, v in places.items() if not k.startswith(SINCE)}
+    old_steps = {
+        track: [StepInfo(renames.get(s.id, s.id), s.content, s.wait) for s in steps]
+        for track, steps in old.items()
+    }
+    pointers = {track: renames.get(p, p) for track, p in places.items()}
+    moved: dict[str, str] = {}
+    lost: str | None = None
+    for track, pointer in pointers.items():
+        before = [s.id for s in old_steps.get(track, [])]
+        after = [s.id for s in new.get(track, [])]
+        if not after:
+            continue  # the track is gone: its place goes with it
+        if pointer not in before:
+            if pointer in after:
+                moved[track] = pointer  # already a place of the new version
+            elif track == phase:
+                lost = pointer
+            continue
+        place = _pointer(before, after, pointer)
+        if place is not None:
+            moved[track] = place
+    moved.update({k: v for k, v in extra.items() if k[len(SINCE) :] in moved})
+    if phase is None:
+        return Carried(moved, Kind.CONTINUE, "their stage receives no nurture")
+    if lost is not None:
+        return Carried(
+            moved,
+            Kind.HOLD,
+            f"{HELD} {workflow}: their place {lost!r} is no step of the version they were "
+            "on; held for a person to decide",
+        )
+    was = _next(old_steps.get(phase, []), pointers.get(phase), received)
+    if not new.get(phase):
+        if was is None:
+            return Carried(moved, Kind.FINISH, f"no {phase} track in {workflow} any more")
+        return Carried(
+            moved,
+            Kind.HOLD,
+            f"{HELD} {workflow}: its {phase} track was removed before they got {was}; "
+            "held until their stage moves to a phase it still has",
+            was,
+        )
+    now = _next(new[phase], moved.get(phase), received)
+    if now is None:
+        return Carried(moved, Kind.FINISH, f"all {phase} steps done", was)
+    if now == was:
+        return Carried(moved, Kind.CONTINUE, f"next {now}, as before", was, now)
+    source = was or "the end of the track"
+    return Carried(moved, Kind.MOVE, f"next {now} instead of {source}", was, now)
+
+
+#: `enrollments.version` of rows from before step ids: their `positions` are indexes, read
+#: against the workflow files found at the engine's first start after the migration.
+LEGACY = "index"
+
+
+def gone(workflow: str) -> str:
+    return (
+        f"{HELD} {workflow}: workflow {workflow} is gone (no workflows/{workflow}.yaml); waits "
+        f"until it returns or a workflow says renamed_from: {workflow}"
+    )
+
+
+def place(
+    version: str | None,
+    places: Mapping[str, str],
+    positions: Mapping[str, Any],
+    old: Outline | None,
+    new: Outline,
+    *,
+    phase: str | None,
+    received: Set[str],
+    workflow: str,
+    aliases: Mapping[str, str],
+) -> Carried:
+    """Where an enrollment stored on `version` (its outline `old`) stands in `new`.
+
+    `version` None: not planned yet, at the start of each track; LEGACY: index `positions`
+    read against `new`; an unknown version (no outline) is held, never restarted.
+    """
+    if version is None or version == LEGACY:
+        start = dict(places) or from_indexes(new, positions)
+        return Carried(start, Kind.CONTINUE, "first planned on this version")
+    if old is None:
+        return Carried(
+            dict(places),
+            Kind.HOLD,
+            f"{HELD} {workflow}: the version it was on ({version[:12]}) is not recorded; "
+            "held for a person to decide",
+        )
+    renames = step_renames(old, new, aliases)
+    return carry(
+        old, new, places, phase=phase, received=received, workflow=workflow, renames=renames
+    )
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What an edit changed in a workflow's steps (ids per phase)."""
+
+    added: list[str]
+    removed: list[str]
+    moved: list[str]
+    renamed: dict[str, str]
+    waits: dict[str, tuple[timedelta, timedelta]]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.moved or self.renamed or self.waits)
+
+
+def changes(old: Outline, new: Outline, aliases: Mapping[str, str]) -> Changes:
+    renames = step_renames(old, new, aliases)
+    old_steps = {renames.get(s.id, s.id): s for steps in old.values() for s in steps}
+    new_steps = {s.id: s for steps in new.values() for s in steps}
+    moved: list[str] = []
+    for phase in new:
+        before = [renames.get(s.id, s.id) for s in old.get(phase, [])]
+        after = [s.id for s in new[phase]]
+        common_before = [i for i in before if i in after]
+        common_after = [i for i in after if i in before]
+        keep = _longest_common(common_before, common_after)
+        moved.extend(i for i in common_after if i not in keep)
+    return Changes(
+        added=[i for i in new_steps if i not in old_steps],
+        removed=[i for i in old_steps if i not in new_steps],
+        moved=moved,
+        renamed=renames,
+        waits={
+            i: (old_steps[i].wait, s.wait)
+            for i, s in new_steps.items()
+            if i in old_steps and old_steps[i].wait != s.wait
+        },
+    )
+
+
+def _longest_common(a: Sequence[str], b: Sequence[str]) -> set[str]:
+    """The ids of a longest common subsequence of a and b: the steps that did not move."""
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) - 1, -1, -1):
+        for j in range(len(b) - 1, -1, -1):
+            table[i][j] = (
+                table[i + 1][j + 1] + 1 if a[i] == b[j] else max(table[i + 1][j], table[i][j + 1])
+            )
+    kept: set[str] = set()
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i] == b[j]:
+            kept.add(a[i])
+            i, j = i + 1, j + 1
+        elif table[i + 1][j] >= table[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return kept
