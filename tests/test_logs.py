@@ -61,8 +61,17 @@ def check(lines: list[str]) -> list[dict[str, object]]:
 
 
 def fast_retries(project: Path) -> None:
+    """Quick retries, and caps that let a send through at any hour of any day: these commands
+    run on the wall clock, and the example's quiet hours and weekdays would hold the sends."""
     settings = project / "nurture.yaml"
-    settings.write_text(settings.read_text() + "\ndelivery:\n  retries: 1\n  retry_backoff: 0s\n")
+    text_ = settings.read_text()
+    for old, new in (
+        ('  quiet_hours: "19:00-08:30"\n', ""),
+        ("  weekdays: [mon, tue, wed, thu, fri]\n", "  weekdays: [mon, tue, wed, thu, fri, sat, sun]\n"),
+    ):
+        assert old in text_, old
+        text_ = text_.replace(old, new)
+    settings.write_text(text_ + "\ndelivery:\n  retries: 1\n  retry_backoff: 0s\n")
 
 
 def test_json_logs_of_tick_and_worker_hold_ids_and_no_address_or_secret(
