@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Mapping
+import subprocess
+import time
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -165,3 +167,20 @@ def configure_handoff(project_dir: Path, url: str | None, *, end_nurture: bool =
     )
     text = text.replace("  end_nurture: false ", f"  end_nurture: {str(end_nurture).lower()} ")
     settings.write_text(text)
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    *,
+    process: subprocess.Popen[bytes] | None = None,
+    timeout: float = 300,
+) -> None:
+    """Poll `condition` until it holds. Fails at once if `process` (the thing expected to make
+    progress) has exited; the deadline is only a safety net, generous for a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {process.returncode}")
+        assert time.monotonic() < deadline, f"still waiting for {what} after {timeout:.0f} s"
+        time.sleep(0.1)

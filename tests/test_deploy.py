@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +19,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from nurture.cli import main
+from tests.helpers import wait_until
 from tests.smtp_server import free_port
 
 
@@ -44,16 +44,17 @@ def test_the_wsgi_app_serves_under_waitress(project_dir: Path, tmp_path: Path) -
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as reply:
+                assert json.loads(reply.read()) == {"status": "ok"}
+                return True
+        except OSError:
+            return False
+
     try:
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
-                    assert json.loads(reply.read()) == {"status": "ok"}
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("the WSGI app did not answer")
+        wait_until(healthy, "the WSGI app under waitress", process=server)
         with urllib.request.urlopen(
             f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=5
         ) as reply:
@@ -122,12 +123,14 @@ def test_sigterm_finishes_the_batch_in_hand_not_the_backlog(
         with rt.database.connect() as connection:
             return int(connection.scalar(select(func.count()).select_from(Message)) or 0)
 
-    while sent() < 1000:
-        time.sleep(0.05)
+    wait_until(lambda: sent() >= 1000, "the worker's first batches", process=worker)
     worker.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    assert worker.wait(timeout=30) == 0
-    assert time.monotonic() - started < 10
+    at_signal = sent()
+    assert worker.wait(timeout=300) == 0  # a safety net; the bound is on work, not seconds
+    # The batch in hand is finished and no other is taken: at most one batch's rows appear
+    # after the signal (one reserved at that moment), however slow the machine is. How fast
+    # a worker stops is measured by bench/scale.py, not here.
+    assert sent() - at_signal <= 500, (at_signal, sent())
     assert sent() < 30_000 and sent() % 500 == 0  # whole batches, the backlog left for later
 
 
@@ -197,15 +200,17 @@ def test_gunicorn_workers_report_one_sum_and_readyz(project_dir: Path, tmp_path:
             return exc.code, exc.read()
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        answers: list[tuple[int, bytes]] = []
+
+        def ready() -> bool:
             try:
-                status, body = get("/readyz")
-                break
+                answers.append(get("/readyz"))
+                return True
             except OSError:
-                assert server.poll() is None, "gunicorn stopped"
-                assert time.monotonic() < deadline, "gunicorn did not answer"
-                time.sleep(0.1)
+                return False
+
+        wait_until(ready, "gunicorn", process=server)
+        status, body = answers[-1]
         assert status == 200 and json.loads(body)["status"] == "ok"
         assert not (folder / "stale.db").exists()
         assert get("/metrics")[0] == 401
