@@ -66,8 +66,11 @@ def fast_retries(project: Path) -> None:
     settings = project / "nurture.yaml"
     text_ = settings.read_text()
     for old, new in (
-        ('  quiet_hours: "19:00-08:30"\n', ""),
-        ("  weekdays: [mon, tue, wed, thu, fri]\n", "  weekdays: [mon, tue, wed, thu, fri, sat, sun]\n"),
+        ('quiet_hours: "19:00-08:30"', "quiet_hours: null"),
+        (
+            "  weekdays: [mon, tue, wed, thu, fri]\n",
+            "  weekdays: [mon, tue, wed, thu, fri, sat, sun]\n",
+        ),
     ):
         assert old in text_, old
         text_ = text_.replace(old, new)
