@@ -173,7 +173,7 @@ def wait_until(
     condition: Callable[[], bool],
     what: str,
     *,
-    process: subprocess.Popen[bytes] | None = None,
+    process: subprocess.Popen[Any] | None = None,
     timeout: float = 300,
 ) -> None:
     """Poll `condition` until it holds. Fails at once if `process` (the thing expected to make

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 from nurture.cli import main
 from nurture.db import make_engine, upgrade
 from nurture.models import Base
-from tests.helpers import parse_eml
+from tests.helpers import parse_eml, wait_until
 from tests.smtp_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,9 +134,11 @@ def test_run_sends_into_the_outbox_and_stops_cleanly(project_dir: Path) -> None:
         env=env,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not list((project_dir / "outbox").glob("*.eml")) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(
+            lambda: bool(list((project_dir / "outbox").glob("*.eml"))),
+            "the first email in the outbox",
+            process=process,
+        )
         (eml,) = list((project_dir / "outbox").glob("*.eml"))
         unsubscribe = parse_eml(eml)["List-Unsubscribe"].split("<")[1].split(">")[0]
         assert unsubscribe.startswith(f"http://127.0.0.1:{port}/u/")
