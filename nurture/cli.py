@@ -167,6 +167,44 @@ def stats(obj: Context) -> None:
     click.echo("machine opens and scanner clicks are left out; n = emails sent", err=True)
 
 
+@main.command("lift")
+@click.argument("workflow")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="As of this time (UTC unless an offset is given; a simulation's end); default: now.",
+)
+@click.pass_obj
+def lift_(obj: Context, workflow: str, as_json: bool, at: datetime | None) -> None:
+    """What WORKFLOW changed: per stage reached after entry and per window, the people it
+    emailed against its holdout group (rates, difference, 95% interval, sample sizes)."""
+    from nurture.lift import METHOD, MIN_PEOPLE, as_dict, heading, lift, stage_label
+
+    runtime = obj.runtime()
+    found = runtime.project.workflows.get(workflow)
+    if found is None:
+        known = ", ".join(sorted(runtime.project.workflows))
+        raise click.ClickException(f"no workflow {workflow!r} (workflows: {known})")
+    with sessions(runtime.database)() as session:
+        now = as_utc(at) if at else runtime.clock.now()
+        result = lift(session, runtime.project.settings, workflow, found.holdout, now)
+    if as_json:
+        click.echo(json.dumps(as_dict(result), indent=2))
+        return
+    click.echo(heading(result))
+    if result.since is None:
+        return
+    click.echo(f"interval: {METHOD}; {MIN_PEOPLE} people per group at least")
+    stage = None
+    for item in result.rows:
+        if item.stage != stage:
+            stage = item.stage
+            click.echo(f"reached {stage_label(stage)}:")
+        click.echo(f"  {item.when + ':':<16} {item.sentence}")
+
+
 @main.command()
 @click.pass_obj
 def lint(obj: Context) -> None:

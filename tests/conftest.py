@@ -44,6 +44,10 @@ def project_dir(tmp_path: Path) -> Path:
     shutil.copy(REPO / "nurture.yaml", root / "nurture.yaml")
     shutil.copytree(REPO / "workflows", root / "workflows")
     shutil.copytree(REPO / "content", root / "content")
+    # The tests written for everyone-is-emailed keep it so: the example's holdout is
+    # exercised by tests/test_holdouts.py (`example_dir`, the files as they are).
+    guide = root / "workflows" / "guide-nurture.yaml"
+    guide.write_text(guide.read_text(encoding="utf-8").replace("\nholdout: 10%\n", "\n"))
     return root
 
 

@@ -26,6 +26,10 @@ from nurture.db import sessions, write_transaction
 from nurture.diagram import workflow_svgs
 from nurture.explain import explain
 from nurture.feedback import move_stage, set_paused, suppress
+from nurture.lift import METHOD as LIFT_METHOD
+from nurture.lift import MIN_PEOPLE as LIFT_MIN_PEOPLE
+from nurture.lift import heading as lift_heading
+from nurture.lift import lift, stage_label
 from nurture.models import Contact, Enrollment, Suppression
 from nurture.redact import redact
 from nurture.reports import (
@@ -172,6 +176,11 @@ def workflows_page() -> str:
     with sessions(runtime.database)() as db:
         steps, waiting = workflow_stats(db, runtime.project)
         versions = workflow_versions(db)
+        now, settings = runtime.clock.now(), runtime.project.settings
+        lifts = {
+            id: lift(db, settings, id, workflow.holdout, now)
+            for id, workflow in runtime.project.workflows.items()
+        }
     lanes = {
         id: [
             (phase, Markup(svg))  # escaped by nurture/diagram.py
@@ -188,6 +197,11 @@ def workflows_page() -> str:
         workflows=runtime.project.workflows,
         lanes=lanes,
         versions=versions,
+        lifts=lifts,
+        lift_heading=lift_heading,
+        lift_method=LIFT_METHOD,
+        lift_minimum=LIFT_MIN_PEOPLE,
+        stage_label=stage_label,
     )
 
 
