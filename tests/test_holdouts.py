@@ -4,6 +4,7 @@ workflow, and the lift's counts (against plain SQL) and interval (against publis
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -375,3 +376,54 @@ def test_the_lift_command(held: Runtime, example_dir: Path, database_url: str) -
         main, ["--project", str(example_dir), "--db", database_url, "lift", "nope"]
     )
     assert result.exit_code == 1 and "no workflow 'nope'" in result.output
+
+
+def test_the_workflow_page_shows_the_lift_as_sql_counts_it(
+    example_dir: Path, tmp_path: Path
+) -> None:
+    from nurture.users import create_user
+    from nurture.web import create_app
+    from tests.test_dashboard import PASSWORD, log_in
+
+    set_holdout(example_dir, "50%")
+    start = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+    rt = open_runtime(
+        example_dir, clock=FixedClock(start), database=f"sqlite:///{tmp_path / 'lift.db'}"
+    )
+    assert isinstance(rt.clock, FixedClock)
+    draw = random.Random(3)
+    for i in range(90):
+        rt.clock.set(start + timedelta(hours=draw.uniform(0, 24 * 30)))
+        add_contact(rt, f"p{i}@firm{i}.example", **PROFILE)
+    with sessions(rt.database).begin() as session:
+        for cid, entered in session.execute(select(Enrollment.contact_id, Enrollment.entered_at)):
+            if draw.random() < 0.4:
+                at = entered + timedelta(days=draw.uniform(1, 40))
+                session.add(
+                    StageMove(contact_id=cid, at=at, from_stage="lead", to_stage="mql", reason="t")
+                )
+        create_user(session, "ops@keel.example", PASSWORD, start)
+    rt.clock.set(start + timedelta(days=100))
+    client = create_app(rt).test_client()
+    log_in(client)
+    page = client.get("/workflows").get_data(as_text=True)
+    with sessions(rt.database)() as session:
+        for window in (30, None):
+            plain = _plain_sql(
+                session, ["mql", "sql", "opportunity", "customer"], window, rt.clock.now()
+            )
+            (treated_people, treated_hit), (held_people, held_hit) = plain[False], plain[True]
+            assert min(treated_people, held_people) >= 30
+            cells = re.search(rf'<tr data-lift-row="mql/{window or "all"}">(.*?)</tr>', page, re.S)
+            assert cells is not None
+            shown = re.sub(r"<[^>]+>|\s+", " ", cells.group(1))
+            assert f"{treated_hit} / {treated_people} " in shown
+            assert f"{held_hit} / {held_people} " in shown
+            made = row(
+                "mql", window, Group(treated_people, treated_hit), Group(held_people, held_hit)
+            )
+            assert made.sentence in shown
+    assert (
+        "Newcombe&#39;s hybrid score interval" in page or "Newcombe's hybrid score interval" in page
+    )
+    rt.database.dispose()
