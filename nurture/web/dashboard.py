@@ -30,7 +30,7 @@ from nurture.lift import METHOD as LIFT_METHOD
 from nurture.lift import MIN_PEOPLE as LIFT_MIN_PEOPLE
 from nurture.lift import heading as lift_heading
 from nurture.lift import lift, stage_label
-from nurture.models import Contact, Enrollment, Suppression
+from nurture.models import Contact, Enrollment, SubjectWinner, Suppression
 from nurture.redact import redact
 from nurture.reports import (
     cached_history,
@@ -39,6 +39,7 @@ from nurture.reports import (
     overview,
     planned,
     score_history,
+    subject_lines,
     subject_test,
     timeline,
     unknown_messages,
@@ -218,6 +219,7 @@ def content_page() -> str:
     email = request.args.get("contact", "").strip()
     with sessions(runtime.database)() as db:
         lines = content_stats(db)
+        winner = db.get(SubjectWinner, chosen)
         if email:
             found = db.scalar(select(Contact).where(Contact.email == email.lower()))
             if found is None:
@@ -225,11 +227,9 @@ def content_page() -> str:
             contact = profile(found, project.settings)
     sender = project.settings.sender.model_dump()
     rendered = render_email(piece, contact, sender, SAMPLE_UNSUBSCRIBE_URL)
-    subjects = {"": piece.front.subject_lines} | {
-        language: translation.front.subject_lines
-        for language, translation in sorted(piece.translations.items())
-    }
-    results, verdict = subject_test(subjects, [line for line in lines if line.content_id == chosen])
+    results, verdict = subject_test(
+        subject_lines(piece), [line for line in lines if line.content_id == chosen]
+    )
     return render_template(
         "content.html",
         pieces=sorted(project.content),
@@ -238,6 +238,8 @@ def content_page() -> str:
         email=email,
         results=results,
         verdict=verdict,
+        promoted=winner,
+        promotes=piece.front.promote_winner,
         rule=(MIN_SENDS, CONFIDENCE),
         totals=content_totals(lines),
     )
