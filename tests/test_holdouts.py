@@ -3,6 +3,7 @@ workflow, and the lift's counts (against plain SQL) and interval (against publis
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -372,6 +373,15 @@ def test_the_lift_command(held: Runtime, example_dir: Path, database_url: str) -
     assert "interval: Newcombe's hybrid score interval" in lines[1]
     assert "reached MQL:" in lines
     assert any("to date:" in line and "not enough people yet" in line for line in lines)
+    as_json = runner.invoke(
+        main, ["--project", str(example_dir), "--db", database_url, "lift", GUIDE, "--json"]
+    )
+    data = json.loads(as_json.output)
+    assert (data["holdout"], data["min_people"]) == ("30%", 30)
+    assert data["treated"] + data["held_out"] <= 12 and data["held_out"] >= 1
+    assert [r["sentence"] for r in data["rows"]] == [
+        line.split(":", 1)[1].strip() for line in lines if line.startswith("  ")
+    ]
     result = runner.invoke(
         main, ["--project", str(example_dir), "--db", database_url, "lift", "nope"]
     )
@@ -427,3 +437,27 @@ def test_the_workflow_page_shows_the_lift_as_sql_counts_it(
         "Newcombe&#39;s hybrid score interval" in page or "Newcombe's hybrid score interval" in page
     )
     rt.database.dispose()
+
+
+def test_a_simulated_project_holds_out_and_never_emails_them(
+    example_dir: Path, tmp_path: Path
+) -> None:
+    from nurture.simulate import simulate
+
+    database = tmp_path / "sim.db"
+    result = simulate(example_dir, days=20, contacts=120, seed=2, database=str(database))
+    assert result.violations == []
+    rt = open_runtime(example_dir, database=f"sqlite:///{database}")
+    with sessions(rt.database)() as session:
+        statuses = [
+            (cid, status)
+            for cid, status in session.execute(
+                select(Enrollment.contact_id, Enrollment.status).where(Enrollment.workflow == GUIDE)
+            )
+        ]
+        assert holdout_sends(session) == []
+        emailed = set(session.scalars(select(Message.contact_id).where(Message.workflow == GUIDE)))
+    rt.database.dispose()
+    out = {cid for cid, status in statuses if status == HOLDOUT}
+    assert out == {cid for cid, _ in statuses if held_out(GUIDE, str(cid), 0.1)}
+    assert out and emailed and not out & emailed
