@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,17 +31,6 @@ from tests.conftest import REPO
 from tests.helpers import PROFILE, add_contact, event
 
 GUIDE = "guide-nurture"
-
-
-@pytest.fixture
-def example_dir(tmp_path: Path) -> Path:
-    """The example project as it is in the repository, its 10% holdout included."""
-    root = tmp_path / "example"
-    root.mkdir()
-    shutil.copy(REPO / "nurture.yaml", root / "nurture.yaml")
-    shutil.copytree(REPO / "workflows", root / "workflows")
-    shutil.copytree(REPO / "content", root / "content")
-    return root
 
 
 def set_holdout(root: Path, share: str) -> Path:
