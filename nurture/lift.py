@@ -31,8 +31,8 @@ from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, select
-from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy import ColumnElement, and_, case, exists, func, select, true
+from sqlalchemy.orm import Session, aliased
 
 from nurture.config import DISQUALIFIED, FIRST_STAGE, Settings
 from nurture.holdouts import HOLDOUT, format_share
@@ -147,8 +147,8 @@ def reached_stages(settings: Settings) -> list[str]:
 
 
 def _within(
-    later: InstrumentedAttribute[datetime],
-    earlier: InstrumentedAttribute[datetime],
+    later: ColumnElement[datetime],
+    earlier: ColumnElement[datetime],
     days: int,
     dialect: str,
 ) -> ColumnElement[bool]:
@@ -177,10 +177,8 @@ def lift(session: Session, settings: Settings, workflow: str, share: float, now:
         order = reached_stages(settings)
         dialect = session.get_bind().dialect.name
         for index, stage in enumerate(order):
-            above = order[index:]
-            for window in WINDOWS:
-                counts = _counts(session, base, above, window, now, dialect)
-                rows.append(row(stage, window, counts[False], counts[True]))
+            counts = _counts(session, base, order[index:], now, dialect)
+            rows.extend(row(stage, w, counts[False][w], counts[True][w]) for w in WINDOWS)
     return Lift(workflow, share, since, groups[False], groups[True], tuple(rows))
 
 
@@ -188,40 +186,60 @@ def _counts(
     session: Session,
     base: ColumnElement[bool],
     above: Sequence[str],
-    window: int | None,
     now: datetime,
     dialect: str,
-) -> dict[bool, Group]:
-    """Per group (held out or not): the people in the count, and those who reached."""
-    move = aliased(StageMove)
-    before = exists().where(
-        move.contact_id == Enrollment.contact_id,
-        move.to_stage.in_(above),
-        move.at <= Enrollment.entered_at,
-    )
+) -> dict[bool, dict[int | None, Group]]:
+    """Per group (held out or not) and per window: the people in the count, and those who
+    reached one of the stages `above`. One query: each entrant's first move into them after
+    entering (a move within the window exists exactly when the first one is within it)."""
+    before = aliased(StageMove)
     after = aliased(StageMove)
-    reached = [
-        after.contact_id == Enrollment.contact_id,
-        after.to_stage.in_(above),
-        after.at > Enrollment.entered_at,
-        after.at <= now,
-    ]
-    where = [base, ~before]
-    if window is not None:
-        reached.append(_within(after.at, Enrollment.entered_at, window, dialect))
-        where.append(Enrollment.entered_at <= now - timedelta(days=window))
-    held = Enrollment.status == HOLDOUT
-    out = {True: Group(0, 0), False: Group(0, 0)}
-    for is_held, people, hits in session.execute(
-        select(
-            held,
-            func.count(),
-            func.coalesce(func.sum(case((exists().where(*reached), 1), else_=0)), 0),
+    first = (
+        select(func.min(after.at))
+        .where(
+            after.contact_id == Enrollment.contact_id,
+            after.to_stage.in_(above),
+            after.at > Enrollment.entered_at,
+            after.at <= now,
         )
-        .where(*where)
-        .group_by(held)
+        .correlate(Enrollment)
+        .scalar_subquery()
+    )
+    entrants = (
+        select(
+            (Enrollment.status == HOLDOUT).label("held"),
+            Enrollment.entered_at.label("entered_at"),
+            first.label("first_at"),
+        )
+        .where(
+            base,
+            ~exists().where(
+                before.contact_id == Enrollment.contact_id,
+                before.to_stage.in_(above),
+                before.at <= Enrollment.entered_at,
+            ),
+        )
+        .subquery()
+    )
+    columns = []
+    for window in WINDOWS:
+        counted: ColumnElement[bool] = (
+            true() if window is None else entrants.c.entered_at <= now - timedelta(days=window)
+        )
+        hit: ColumnElement[bool] = entrants.c.first_at.is_not(None)
+        if window is not None:
+            hit = and_(hit, _within(entrants.c.first_at, entrants.c.entered_at, window, dialect))
+        columns += [
+            func.coalesce(func.sum(case((counted, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((and_(counted, hit), 1), else_=0)), 0),
+        ]
+    out = {held: {w: Group(0, 0) for w in WINDOWS} for held in (True, False)}
+    for held, *numbers in session.execute(
+        select(entrants.c.held, *columns).group_by(entrants.c.held)
     ):
-        out[bool(is_held)] = Group(int(people), int(hits))
+        out[bool(held)] = {
+            w: Group(int(numbers[2 * n]), int(numbers[2 * n + 1])) for n, w in enumerate(WINDOWS)
+        }
     return out
 
 
