@@ -101,6 +101,12 @@ def recycle_job(runtime: Runtime, now: datetime) -> int:
             return total
 
 
+def promote_job(runtime: Runtime, now: datetime) -> int:
+    """Record the subject tests (`promote_winner: true`) that now call a winner; how many."""
+    with write_transaction(runtime.database) as session:
+        return len(promote_winners(session, runtime.project, now))
+
+
 def run_periodic(runtime: Runtime, now: datetime) -> dict[str, int]:
     """One round of every periodic job (what `nurture tick` and the simulator call)."""
     done: dict[str, int] = {}
@@ -116,9 +122,7 @@ def run_periodic(runtime: Runtime, now: datetime) -> dict[str, int]:
             done["recycled"] = recycle_job(runtime, now)
     with cluster_once(runtime.database, "promote") as mine:
         if mine:
-            with write_transaction(runtime.database) as session:
-                found = promote_winners(session, runtime.project, now)
-            done["promoted"] = len(found)
+            done["promoted"] = promote_job(runtime, now)
     stop = runtime.dispatcher.stopping
     done["handed_off"], done["handoff_failures"] = deliver_handoffs(
         runtime.project, runtime.database, now, stop=stop
