@@ -47,6 +47,8 @@ from nurture.transport import NullTransport, OutboxTransport
 from nurture.users import create_user, end_sessions, find_user, set_password
 
 T = TypeVar("T")
+#: `--at`: an instant, UTC unless an offset is given.
+AT = click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"])
 
 
 class Context:
@@ -193,10 +195,7 @@ def stats(obj: Context) -> None:
 @click.argument("workflow")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 @click.option(
-    "--at",
-    "at",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="As of this time (UTC unless an offset is given; a simulation's end); default: now.",
+    "--at", "at", type=AT, help="As of this time (UTC unless an offset is given); default: now."
 )
 @click.pass_obj
 def lift_(obj: Context, workflow: str, as_json: bool, at: datetime | None) -> None:
@@ -932,10 +931,7 @@ def explain(obj: Context, email: str) -> None:
 @click.argument("kind")
 @click.argument("properties", nargs=-1)
 @click.option(
-    "--at",
-    "at",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="When it happened (UTC unless an offset is given); default: now.",
+    "--at", "at", type=AT, help="When it happened (UTC unless an offset is given); default: now."
 )
 @click.pass_obj
 def event(
