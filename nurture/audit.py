@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.config import Settings
+from nurture.holdouts import HOLDOUT
 from nurture.models import Contact, Enrollment, Message, StageMove, Suppression
 from nurture.pacing import Policy
 
@@ -198,6 +199,26 @@ def stranded(session: Session) -> list[str]:
             found.append(f"{where}: {row.status} without a reason")
         elif row.status in ("completed", "exited") and not row.end_reason:
             found.append(f"{where}: ended without a reason")
-        elif row.status not in ("active", "waiting", "paused", "completed", "exited"):
+        elif row.status not in ("active", "waiting", "paused", "completed", "exited", HOLDOUT):
             found.append(f"{where}: unknown status {row.status!r}")
     return found
+
+
+def holdout_sends(session: Session) -> list[str]:
+    """Every message (whatever its status, queued included) a workflow made for a person
+    held out of it: there must be none."""
+    rows = session.execute(
+        select(Contact.email, Message.workflow, Message.content_id, Message.status)
+        .join(
+            Enrollment,
+            (Enrollment.workflow == Message.workflow)
+            & (Enrollment.contact_id == Message.contact_id),
+        )
+        .join(Contact, Contact.id == Message.contact_id)
+        .where(Enrollment.status == HOLDOUT)
+        .order_by(Message.id)
+    )
+    return [
+        f"{email}: {content} ({status}) from {workflow}, which holds them out"
+        for email, workflow, content, status in rows
+    ]

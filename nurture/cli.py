@@ -47,6 +47,8 @@ from nurture.transport import NullTransport, OutboxTransport
 from nurture.users import create_user, end_sessions, find_user, set_password
 
 T = TypeVar("T")
+#: `--at`: an instant, UTC unless an offset is given.
+AT = click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"])
 
 
 class Context:
@@ -143,28 +145,85 @@ def validate(obj: Context) -> None:
 @main.command()
 @click.pass_obj
 def stats(obj: Context) -> None:
-    """Sent, real opens and real clicks per piece, and per subject line under test."""
+    """Sent, real opens and real clicks per piece; per subject test, each subject line's
+    numbers and the winner rule's verdict (the dashboard's), and a promoted winner."""
+    from nurture.models import SubjectWinner
+    from nurture.reports import subject_lines, subject_test
     from nurture.stats import content_stats
 
     runtime = obj.runtime()
     with sessions(runtime.database)() as session:
         lines = content_stats(session)
+        winners = {w.content_id: w for w in session.scalars(select(SubjectWinner))}
     click.echo(f"{'content':<44} {'sent':>6} {'real opens':>15} {'real clicks':>15}")
-    tested: dict[str, list[str]] = {}
+    tested: dict[str, list[Any]] = {}
     for line in lines:
         label = line.content_id
         piece = runtime.project.content.get(line.content_id)
         if line.variant is not None and piece is not None:
             label = f"{line.content_id} #{line.variant + 1}"
-            tested[line.content_id] = piece.front.subject_lines
+            tested.setdefault(line.content_id, []).append(line)
         click.echo(
             f"{label:<44} {line.sent:>6} {line.opened:>6} ({line.open_rate:6.1%}) "
             f"{line.clicked:>6} ({line.click_rate:6.1%})"
         )
-    for content_id, subjects in tested.items():
-        for number, subject in enumerate(subjects, start=1):
-            click.echo(f"{content_id} #{number}: {subject}")
+    for content_id, own in tested.items():
+        piece = runtime.project.content[content_id]
+        results, verdict = subject_test(subject_lines(piece), own)
+        click.echo(f"\nsubject test of {content_id}:")
+        for result in results:
+            text = result.subjects.get("", next(iter(result.subjects.values()), ""))
+            mark = " (winner)" if result.winner else ""
+            click.echo(f"{content_id} #{result.number}: {text}")
+            click.echo(
+                f"  {result.sent} sent, {result.opened} real opens, "
+                f"{result.clicked} real clicks{mark}"
+            )
+        click.echo(f"  verdict: {verdict.reason}")
+        won = winners.get(content_id)
+        if won is not None:
+            click.echo(
+                f"  promoted: #{won.variant + 1} to everyone since "
+                f"{won.decided_at:%Y-%m-%d %H:%M} UTC"
+            )
+        elif piece.front.promote_winner:
+            click.echo("  promote_winner: the winner goes to everyone once one is called")
     click.echo("machine opens and scanner clicks are left out; n = emails sent", err=True)
+
+
+@main.command("lift")
+@click.argument("workflow")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option(
+    "--at", "at", type=AT, help="As of this time (UTC unless an offset is given); default: now."
+)
+@click.pass_obj
+def lift_(obj: Context, workflow: str, as_json: bool, at: datetime | None) -> None:
+    """What WORKFLOW changed: per stage reached after entry and per window, the people it
+    emailed against its holdout group (rates, difference, 95% interval, sample sizes)."""
+    from nurture.lift import METHOD, MIN_PEOPLE, as_dict, heading, lift, stage_label
+
+    runtime = obj.runtime()
+    found = runtime.project.workflows.get(workflow)
+    if found is None:
+        known = ", ".join(sorted(runtime.project.workflows))
+        raise click.ClickException(f"no workflow {workflow!r} (workflows: {known})")
+    with sessions(runtime.database)() as session:
+        now = as_utc(at) if at else runtime.clock.now()
+        result = lift(session, runtime.project.settings, workflow, found.holdout, now)
+    if as_json:
+        click.echo(json.dumps(as_dict(result), indent=2))
+        return
+    click.echo(heading(result))
+    if result.since is None:
+        return
+    click.echo(f"interval: {METHOD}; {MIN_PEOPLE} people per group at least")
+    stage = None
+    for item in result.rows:
+        if item.stage != stage:
+            stage = item.stage
+            click.echo(f"reached {stage_label(stage)}:")
+        click.echo(f"  {item.when + ':':<16} {item.sentence}")
 
 
 @main.command()
@@ -872,10 +931,7 @@ def explain(obj: Context, email: str) -> None:
 @click.argument("kind")
 @click.argument("properties", nargs=-1)
 @click.option(
-    "--at",
-    "at",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="When it happened (UTC unless an offset is given); default: now.",
+    "--at", "at", type=AT, help="When it happened (UTC unless an offset is given); default: now."
 )
 @click.pass_obj
 def event(

@@ -49,6 +49,13 @@ class FrontMatter(Strict):
     subjects: list[str] | None = Field(
         default=None, min_length=2, description="Two or more subjects to test: sends are split."
     )
+    promote_winner: bool = Field(
+        default=False,
+        description=(
+            "Once the subject test calls a winner (nurture/winner.py), every later email of "
+            "this piece gets the winning subject line."
+        ),
+    )
     preheader: str | None = Field(default=None, description="Preview text shown after the subject.")
     tags: list[str] = Field(default_factory=list)
     renamed_from: list[str] = Field(
@@ -65,6 +72,8 @@ class FrontMatter(Strict):
             raise ValueError("give either subject: or subjects: (two or more to test)")
         if self.subjects is not None and any(not s.strip() for s in self.subjects):
             raise ValueError("a subject variant is empty")
+        if self.promote_winner and self.subjects is None:
+            raise ValueError("promote_winner needs a subject test: give subjects: (two or more)")
         return self
 
     @property

@@ -53,6 +53,7 @@ from nurture.pacing import Policy
 from nurture.planner import Mark, Send
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
+from nurture.promotion import promoted
 from nurture.reload import Stamp, load_outlines, stamp, sync_versions
 from nurture.tracking import Links
 from nurture.transport import (
@@ -165,6 +166,7 @@ class Dispatcher:
         self.sender = project.settings.sender.model_dump()
         self.domain = sender_domain(project.settings.sender)
         self._policies: dict[tuple[str, str], Policy] = {}
+        self._winners: dict[str, int] = {}
         self._executor: ThreadPoolExecutor | None = None
         self.stopping = threading.Event()
         self._stamp: Stamp | None = None
@@ -328,6 +330,7 @@ class Dispatcher:
             lock = lock.with_for_update()
         contacts = {c.id: c for c in session.execute(lock)}
         history = self.history(session, now, contacts)
+        self._winners = promoted(session)  # subject tests that promoted a winner
         self.load_versions(session, enrollments)
         for enrollment in enrollments:
             contact = contacts[enrollment.contact_id]
@@ -584,6 +587,7 @@ class Dispatcher:
         key = secrets.token_urlsafe(12)
         piece = self.project.content[plan.step.content]
         variant = zlib.crc32(key.encode()) % piece.variants if piece.variants > 1 else None
+        variant = self._winners.get(piece.id, variant)
         outgoing = self._outgoing(contact, fields, piece.id, key, now, variant)
         batch.messages.append(
             {

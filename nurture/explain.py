@@ -14,6 +14,7 @@ from nurture.decisions import WAITING, Defer, End, Go, Idle, Later, next_action
 from nurture.durations import format_duration
 from nurture.engine import History
 from nurture.feedback import UnknownContact
+from nurture.holdouts import HOLDOUT
 from nurture.models import Contact, Enrollment
 from nurture.runtime import Runtime
 from nurture.versions import HELD
@@ -67,6 +68,8 @@ def _enrollment(
     now: datetime,
     zone: ZoneInfo,
 ) -> str:
+    if enrollment.status == HOLDOUT:
+        return "held out (the workflow's holdout group): none of its emails, ever"
     if enrollment.status in ("completed", "exited"):
         return f"ended ({enrollment.status}): {enrollment.end_reason}"
     if enrollment.status == WAITING and (enrollment.hold_reason or "").startswith(HELD):

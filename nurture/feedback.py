@@ -30,6 +30,7 @@ from nurture.contacts import (
 )
 from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
 from nurture.engagement import WAITS_FOR
+from nurture.holdouts import HOLDOUT, held_out
 from nurture.models import (
     CANCELLED,
     QUEUED,
@@ -691,7 +692,7 @@ def _enroll(
             continue
         earlier = already.get(workflow.id)
         if earlier is not None and (
-            earlier.status in OPEN_STATUSES
+            earlier.status in (*OPEN_STATUSES, HOLDOUT)  # a holdout stays out for good
             or earlier.ended_at == now  # what ended it is not a new entry
             or not workflow.may_reenter(earlier.ended_at, now)
         ):
@@ -713,17 +714,18 @@ def _enroll(
                 earlier.ended_at, earlier.end_reason = None, None
                 outcome.enrolled.append(workflow.id)
                 continue
+            out = held_out(workflow.id, str(contact.id), workflow.holdout)
             session.add(
                 Enrollment(
                     workflow=workflow.id,
                     contact_id=contact.id,
-                    status=ACTIVE,
+                    status=HOLDOUT if out else ACTIVE,
                     positions={},
                     entered_at=now,
-                    due_at=now,
+                    due_at=None if out else now,
                 )
             )
-            outcome.enrolled.append(workflow.id)
+            outcome.enrolled.append(f"{workflow.id} (held out)" if out else workflow.id)
     session.flush()
 
 

@@ -20,6 +20,7 @@ from nurture.handoffs import deliver_handoffs
 from nurture.journeys import deliver_webhooks
 from nurture.models import Contact, ScoreChange
 from nurture.notices import deliver_notices
+from nurture.promotion import promote_winners
 from nurture.rescore import rescore_if_changed
 from nurture.runtime import Runtime
 from nurture.scoring import NEGLIGIBLE, decay_label, decayed
@@ -100,6 +101,12 @@ def recycle_job(runtime: Runtime, now: datetime) -> int:
             return total
 
 
+def promote_job(runtime: Runtime, now: datetime) -> int:
+    """Record the subject tests (`promote_winner: true`) that now call a winner; how many."""
+    with write_transaction(runtime.database) as session:
+        return len(promote_winners(session, runtime.project, now))
+
+
 def run_periodic(runtime: Runtime, now: datetime) -> dict[str, int]:
     """One round of every periodic job (what `nurture tick` and the simulator call)."""
     done: dict[str, int] = {}
@@ -113,6 +120,9 @@ def run_periodic(runtime: Runtime, now: datetime) -> dict[str, int]:
     with cluster_once(runtime.database, "recycle") as mine:
         if mine:
             done["recycled"] = recycle_job(runtime, now)
+    with cluster_once(runtime.database, "promote") as mine:
+        if mine:
+            done["promoted"] = promote_job(runtime, now)
     stop = runtime.dispatcher.stopping
     done["handed_off"], done["handoff_failures"] = deliver_handoffs(
         runtime.project, runtime.database, now, stop=stop

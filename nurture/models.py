@@ -472,3 +472,15 @@ class JourneyStep(Base):
     status: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_attempt_at: Mapped[datetime | None]
+
+
+class SubjectWinner(Base):
+    """The subject line a test promoted (`promote_winner: true`): from `decided_at` on,
+    every email of the piece gets `variant`; `reason` is the verdict that called it."""
+
+    __tablename__ = "subject_winners"
+
+    content_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    variant: Mapped[int] = mapped_column(Integer)
+    decided_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)

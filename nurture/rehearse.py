@@ -19,6 +19,7 @@ from nurture.db import sessions
 from nurture.drive import Action, Sent, drive
 from nurture.durations import format_duration
 from nurture.feedback import record_event, sales_outcome, upsert_contact
+from nurture.holdouts import HOLDOUT
 from nurture.models import (
     Contact,
     Deferral,
@@ -214,7 +215,8 @@ def _timeline(
                 (event.occurred_at, 1, "opened the last email (scores nothing: opens lie)")
             )
         for e in session.scalars(select(Enrollment)):
-            entries.append((e.entered_at, 1, f"entered workflow {e.workflow}"))
+            held = " (held out: none of its emails)" if e.status == HOLDOUT else ""
+            entries.append((e.entered_at, 1, f"entered workflow {e.workflow}{held}"))
             if e.ended_at:
                 entries.append((e.ended_at, 4, f"left workflow {e.workflow}: {e.end_reason}"))
         final = f"after {persona.days} days: stage {contact.stage}, fit {contact.fit:g}"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from nurture import diagram
 from nurture.config import DISQUALIFIED, Settings
+from nurture.content import Piece
 from nurture.db import write_transaction
 from nurture.models import (
     SENT,
@@ -657,6 +658,14 @@ class SubjectResult:
     opened: int
     clicked: int
     winner: bool = False
+
+
+def subject_lines(piece: Piece) -> dict[str, list[str]]:
+    """A piece's subject lines under test: per language ("" the original), in variant order."""
+    return {"": piece.front.subject_lines} | {
+        language: translation.front.subject_lines
+        for language, translation in sorted(piece.translations.items())
+    }
 
 
 def subject_test(

@@ -87,6 +87,14 @@ def recycle_job(runtime: Runtime) -> None:
                 log.info("hand-offs: %d stale ones recycled", count)
 
 
+def promote_job(runtime: Runtime) -> None:
+    with jobs.cluster_once(runtime.database, "promote") as mine:
+        if mine:
+            count = jobs.promote_job(runtime, runtime.clock.now())
+            if count:
+                log.info("subject tests: %d winners promoted", count)
+
+
 def drain(runtime: Runtime, stop: threading.Event, idle: float = 0.05) -> None:
     """Simulation mode: every job back to back at whatever instant the clock says, resting
     `idle` seconds when a round found nothing to do, until `stop` is set."""
@@ -140,6 +148,7 @@ def build_scheduler(runtime: Runtime) -> BackgroundScheduler:
         (reports_job, {"minutes": 5}, "reports"),
         (decay_job, {"hours": 24}, "decay"),
         (fit_rules_job, {"minutes": 1}, "fit-rules"),
+        (promote_job, {"minutes": 1}, "promote"),
     ):
         scheduler.add_job(
             job,

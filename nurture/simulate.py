@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from nurture.audit import load_records, violations
+from nurture.audit import holdout_sends, load_records, violations
 from nurture.behaviour import Repertoire, repertoire
 from nurture.clock import FixedClock
 from nurture.db import sessions, write_transaction
@@ -408,6 +408,7 @@ def _result(
         by_phase = _counts(session, Message.phase)
         events = _counts(session, Event.kind)
         sent, moves, suppressed = load_records(session, settings)
+        held_out = holdout_sends(session)
     if export is not None:
         for record in sent:
             export.write(
@@ -446,5 +447,8 @@ def _result(
         messages_by_phase={p: by_phase.get(p, 0) for p in ("discovery", "evaluation", "decision")},
         events=events,
         deferrals=deferrals,
-        violations=violations(sent, moves, suppressed, settings, settings.caps.policy()),
+        violations=[
+            *violations(sent, moves, suppressed, settings, settings.caps.policy()),
+            *held_out,
+        ],
     )

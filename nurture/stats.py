@@ -3,6 +3,7 @@ and how many people (not machines) opened and clicked."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -28,13 +29,15 @@ class Line:
         return self.clicked / self.sent if self.sent else 0.0
 
 
-def content_stats(session: Session) -> list[Line]:
-    """Sent counts, and messages with at least one real open and one real click."""
+def content_stats(session: Session, content_ids: Collection[str] | None = None) -> list[Line]:
+    """Sent counts, and messages with at least one real open and one real click (of the
+    pieces `content_ids` only, when given)."""
+    only = () if content_ids is None else (Message.content_id.in_(list(content_ids)),)
     sent = {
         (content, variant): count
         for content, variant, count in session.execute(
             select(Message.content_id, Message.subject_variant, func.count())
-            .where(Message.status == "sent")
+            .where(Message.status == "sent", *only)
             .group_by(Message.content_id, Message.subject_variant)
         )
     }
@@ -48,7 +51,9 @@ def content_stats(session: Session) -> list[Line]:
                 func.count(func.distinct(Event.message_id)),
             )
             .join(Message, Message.id == Event.message_id)
-            .where(Event.kind.in_(("email_opened", "email_clicked")), Event.machine.is_(None))
+            .where(
+                Event.kind.in_(("email_opened", "email_clicked")), Event.machine.is_(None), *only
+            )
             .group_by(Message.content_id, Message.subject_variant, Event.kind)
         )
     }

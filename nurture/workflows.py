@@ -13,12 +13,15 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
     Tag,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -37,6 +40,7 @@ from nurture.config import (
     check_contact_fields,
 )
 from nurture.durations import parse_duration
+from nurture.holdouts import SHARE_PATTERN, format_share, parse_share
 from nurture.phases import PHASES, Phase
 from nurture.problems import ProjectError
 from nurture.yamlfile import format_loc, parse_yaml
@@ -353,6 +357,24 @@ class Goals(Strict):
     events: list[EventKind] = Field(default_factory=list, description="One of these ends it.")
 
 
+#: `holdout: 10%`: the share of entrants kept out, as a fraction (nurture/holdouts.py).
+Share = Annotated[
+    float,
+    BeforeValidator(parse_share),
+    PlainSerializer(format_share, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": SHARE_PATTERN,
+            "description": (
+                "A stable random share of entrants kept out of this workflow (0% to 50%): "
+                "recorded, never emailed by it, the baseline `nurture lift` compares with."
+            ),
+        }
+    ),
+]
+
+
 class Workflow(Strict):
     id: SkipJsonSchema[str] = ""
     #: sha256 of the file's text: the version the engine runs (set when loaded from a file).
@@ -381,6 +403,7 @@ class Workflow(Strict):
     caps: CapsOverride | None = Field(
         default=None, description="Caps for this workflow's emails, over the project's."
     )
+    holdout: Share = Field(default=0.0, json_schema_extra={"default": "0%"})
 
     @field_validator("caps", mode="after")
     @classmethod

@@ -36,14 +36,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(_TIERS[part])
 
 
-@pytest.fixture
-def project_dir(tmp_path: Path) -> Path:
-    """A fresh copy of this repository's example project."""
-    root = tmp_path / "project"
+def copy_example(root: Path) -> Path:
+    """This repository's example project, copied into `root`."""
     root.mkdir()
     shutil.copy(REPO / "nurture.yaml", root / "nurture.yaml")
     shutil.copytree(REPO / "workflows", root / "workflows")
     shutil.copytree(REPO / "content", root / "content")
+    return root
+
+
+@pytest.fixture
+def example_dir(tmp_path: Path) -> Path:
+    """The example project as it is in the repository, its 10% holdout included."""
+    return copy_example(tmp_path / "example")
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A fresh copy of this repository's example project, without its holdout."""
+    root = copy_example(tmp_path / "project")
+    # The tests written for everyone-is-emailed keep it so: the example's holdout is
+    # exercised by tests/test_holdouts.py (`example_dir`, the files as they are).
+    guide = root / "workflows" / "guide-nurture.yaml"
+    guide.write_text(guide.read_text(encoding="utf-8").replace("\nholdout: 10%\n", "\n"))
     return root
 
 

@@ -26,7 +26,11 @@ from nurture.db import sessions, write_transaction
 from nurture.diagram import workflow_svgs
 from nurture.explain import explain
 from nurture.feedback import move_stage, set_paused, suppress
-from nurture.models import Contact, Enrollment, Suppression
+from nurture.lift import METHOD as LIFT_METHOD
+from nurture.lift import MIN_PEOPLE as LIFT_MIN_PEOPLE
+from nurture.lift import heading as lift_heading
+from nurture.lift import lift, stage_label
+from nurture.models import Contact, Enrollment, SubjectWinner, Suppression
 from nurture.redact import redact
 from nurture.reports import (
     cached_history,
@@ -35,6 +39,7 @@ from nurture.reports import (
     overview,
     planned,
     score_history,
+    subject_lines,
     subject_test,
     timeline,
     unknown_messages,
@@ -172,6 +177,11 @@ def workflows_page() -> str:
     with sessions(runtime.database)() as db:
         steps, waiting = workflow_stats(db, runtime.project)
         versions = workflow_versions(db)
+        now, settings = runtime.clock.now(), runtime.project.settings
+        lifts = {
+            id: lift(db, settings, id, workflow.holdout, now)
+            for id, workflow in runtime.project.workflows.items()
+        }
     lanes = {
         id: [
             (phase, Markup(svg))  # escaped by nurture/diagram.py
@@ -188,6 +198,11 @@ def workflows_page() -> str:
         workflows=runtime.project.workflows,
         lanes=lanes,
         versions=versions,
+        lifts=lifts,
+        lift_heading=lift_heading,
+        lift_method=LIFT_METHOD,
+        lift_minimum=LIFT_MIN_PEOPLE,
+        stage_label=stage_label,
     )
 
 
@@ -204,6 +219,7 @@ def content_page() -> str:
     email = request.args.get("contact", "").strip()
     with sessions(runtime.database)() as db:
         lines = content_stats(db)
+        winner = db.get(SubjectWinner, chosen)
         if email:
             found = db.scalar(select(Contact).where(Contact.email == email.lower()))
             if found is None:
@@ -211,11 +227,9 @@ def content_page() -> str:
             contact = profile(found, project.settings)
     sender = project.settings.sender.model_dump()
     rendered = render_email(piece, contact, sender, SAMPLE_UNSUBSCRIBE_URL)
-    subjects = {"": piece.front.subject_lines} | {
-        language: translation.front.subject_lines
-        for language, translation in sorted(piece.translations.items())
-    }
-    results, verdict = subject_test(subjects, [line for line in lines if line.content_id == chosen])
+    results, verdict = subject_test(
+        subject_lines(piece), [line for line in lines if line.content_id == chosen]
+    )
     return render_template(
         "content.html",
         pieces=sorted(project.content),
@@ -224,6 +238,8 @@ def content_page() -> str:
         email=email,
         results=results,
         verdict=verdict,
+        promoted=winner,
+        promotes=piece.front.promote_winner,
         rule=(MIN_SENDS, CONFIDENCE),
         totals=content_totals(lines),
     )
