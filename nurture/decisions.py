@@ -57,6 +57,8 @@ class Situation:
     entered: datetime | None = None
     #: The person's real opens and clicks (last `sendtime.LOOKBACK`), for `send_time: best`.
     engaged_at: Sequence[datetime] = ()
+    #: When a send_time hold of the next email runs out (it is held for its hour once).
+    hour_held_until: datetime | None = None
     #: Everyone's real engagement per local hour: the hour of people without their own.
     project_hours: sendtime.Hours = field(default_factory=sendtime.Hours)
 
@@ -152,7 +154,7 @@ def next_action(s: Situation, now: datetime) -> Action:
     decision = _caps(s, now)
     chosen = None
     if s.workflow.best_time(plan.step):
-        decision, chosen = _at_best_hour(s, plan, decision, now)
+        decision, chosen = _at_best_hour(s, decision, now)
     if not decision.send_now:
         held = dict(plan.before)
         if decision.send_at is None:
@@ -191,22 +193,19 @@ def _caps(s: Situation, now: datetime) -> Decision:
     )
 
 
-def _at_best_hour(
-    s: Situation, plan: Send, decision: Decision, now: datetime
-) -> tuple[Decision, str]:
-    """`send_time: best`: the caps' decision moved to the person's hour, and why (said of
-    an email that goes now at another hour: none of theirs came in time)."""
+def _at_best_hour(s: Situation, decision: Decision, now: datetime) -> tuple[Decision, str]:
+    """`send_time: best`: the caps' decision moved to the person's hour (unless its hold for
+    the hour ran out), and why (said of an email that goes at another hour: why not then)."""
     person = sendtime.tally(((at, s.zone, 1) for at in s.engaged_at), now)
     choice = sendtime.choose(person, s.project_hours, s.policy, s.zone)
-    placed = sendtime.place(
-        decision,
-        choice=choice,
-        due=plan.due or now,
-        zone=s.zone,
-        caps_at=lambda t: _caps(s, t),
-    )
+    held = s.hour_held_until
+    placed = decision
+    if held is None or now < held:
+        placed = sendtime.place(decision, choice=choice, zone=s.zone, caps_at=lambda t: _caps(s, t))
     if placed.send_now and now.astimezone(s.zone).hour != choice.hour:
-        return placed, f"{choice.why}, none allowed within 24 h of when it was due: sent as due"
+        if held is not None and now >= held:
+            return placed, f"{choice.why}; held for it once already: sent as the caps allow"
+        return placed, f"{choice.why}; none allowed within 24 h of when it was due: sent as due"
     return placed, choice.why
 
 

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nurture import metrics, sendtime
-from nurture.clock import Clock
+from nurture.clock import Clock, db_instant
 from nurture.config import CapsOverride
 from nurture.contacts import ContactLike, condition_variables, profile, zone_of
 from nurture.content import render_email
@@ -316,6 +316,8 @@ class Dispatcher:
                 Enrollment.version,
                 Enrollment.entered_at,
                 Enrollment.last_sent_at,
+                Enrollment.due_at,
+                Enrollment.hold_reason,
             )
             .where(Enrollment.status == ACTIVE, Enrollment.due_at <= now)
             .order_by(Enrollment.due_at, Enrollment.id)
@@ -479,7 +481,7 @@ class Dispatcher:
             .group_by(Contact.timezone, hour)
         ).all()
         return sendtime.tally(
-            ((_utc_hour(at), ZoneInfo(zone or default), count) for zone, at, count in rows),
+            ((db_instant(at), ZoneInfo(zone or default), count) for zone, at, count in rows),
             now,
         )
 
@@ -550,6 +552,9 @@ class Dispatcher:
             who=str(contact.id),
             entered=enrollment.entered_at,
             engaged_at=history.engaged_at.get(contact.id, ()),
+            hour_held_until=(
+                enrollment.due_at if sendtime.MARK in (enrollment.hold_reason or "") else None
+            ),
             project_hours=history.project_hours,
         )
 
@@ -893,12 +898,6 @@ def _journey_row(enrollment: Row[Any], contact: Row[Any], mark: Mark) -> dict[st
 _ENGAGED = ("email_opened", "email_clicked")
 #: Everyone's engagement per hour is tallied again after this long.
 _HOURS_KEPT = timedelta(hours=1)
-
-
-def _utc_hour(value: datetime | str) -> datetime:
-    """An hour bucket as the database gives it (text on SQLite), as an aware UTC instant."""
-    at = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _full_name(contact: Row[Any]) -> str | None:

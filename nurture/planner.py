@@ -53,8 +53,6 @@ class Send:
     before: Places
     skipped: tuple[str, ...] = field(default=())
     marks: tuple[Mark, ...] = ()
-    #: When the step's wait ran out (send_time never holds it more than 24 h past this).
-    due: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -230,13 +228,7 @@ def plan_next(
                 node = _after(index, node.key)
                 continue
             return Send(
-                node,
-                phase,
-                {**updated, phase: node.key},
-                updated,
-                tuple(skipped),
-                tuple(marks),
-                floor + node.wait,
+                node, phase, {**updated, phase: node.key}, updated, tuple(skipped), tuple(marks)
             )
         if isinstance(node, Branch):
             node = take(node, "then" if holds(node.if_) else "else", now)

@@ -6,8 +6,9 @@ here), each weighed by its age with a half-life of `HALF_LIFE`; people without a
 project's best hour, tallied the same way over everyone's real engagement, and, in a project
 with none yet, `DEFAULT_HOUR`. Only hours outside the quiet hours are chosen. The email then
 goes at the earliest instant of that hour the caps allow (weekdays, quiet hours, every cap),
-and never later than `MAX_DELAY` after it was due: when no such instant comes by then, it
-goes as the caps alone say.
+and never later than `MAX_DELAY` after it was due (the instant the caps alone would let it
+go): when no such instant comes by then, it goes as the caps say. An email is held for its
+hour once: when that hold runs out, it goes as the caps say.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ MAX_DELAY = timedelta(hours=24)
 #: The values of `send_time:` in a workflow or a step.
 BEST, DUE = "best", "due"
 RULE = "send_time"
+#: How a send_time hold's reason starts (the engine finds a hold that ran out by it).
+MARK = "send time: "
 
 
 @dataclass(frozen=True)
@@ -119,23 +122,22 @@ def place(
     decision: Decision,
     *,
     choice: Choice,
-    due: datetime,
     zone: ZoneInfo,
     caps_at: Callable[[datetime], Decision],
 ) -> Decision:
     """The caps' `decision` moved to the earliest instant of the chosen local hour that the
     caps allow (`caps_at(t)`: the caps' decision at `t`), no later than `MAX_DELAY` after
-    `due` (when the email's wait ran out); unchanged when there is none by then."""
+    the caps' own instant; unchanged when there is none by then."""
     if decision.send_at is None:
         return decision
-    latest = due + MAX_DELAY
+    latest = decision.send_at + MAX_DELAY
     t = decision.send_at
     while t <= latest:
         if t.astimezone(zone).hour == choice.hour:
             if t == decision.send_at:
                 return decision
             holds = tuple(Hold(h.rule, h.detail, t) for h in decision.holds)
-            return Decision(t, (*holds, Hold(RULE, choice.why, t)))
+            return Decision(t, (*holds, Hold(RULE, MARK + choice.why, t)))
         start = _next_start(t, choice.hour, zone)
         if start > latest:
             break

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from nurture.clock import FixedClock
-from nurture.db import sessions
+from nurture.db import make_engine, sessions
 from nurture.explain import explain
-from nurture.models import Contact, Deferral, Event
-from nurture.pacing import Policy, decide
+from nurture.models import Contact, Deferral, Event, Message
+from nurture.pacing import Decision, Policy, decide
 from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.reports import timeline
@@ -31,6 +32,7 @@ from nurture.sendtime import (
     tally,
     weight,
 )
+from nurture.simulate import reading_hour, simulate
 from tests.helpers import PROFILE, add_contact, messages
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -109,24 +111,28 @@ def test_no_history_takes_the_projects_hour_then_the_default() -> None:
 def test_held_until_the_hour_and_never_more_than_a_day_late() -> None:
     policy = Policy(quiet_start=time(19), quiet_end=time(8, 30), min_gap=timedelta(0))
 
-    def caps_at(t: datetime) -> object:
+    def caps_at(t: datetime) -> Decision:
         return decide(now=t, sent=[], policy=policy, zone=PARIS)
 
-    monday = decide(now=NOW, sent=[], policy=policy, zone=PARIS)
-    held = place(monday, choice=Choice(14, "best hour"), due=NOW, zone=PARIS, caps_at=caps_at)  # type: ignore[arg-type]
+    def at_hour(now: datetime, hour: int) -> Decision:
+        return place(caps_at(now), choice=Choice(hour, "best hour"), zone=PARIS, caps_at=caps_at)
+
+    held = at_hour(NOW, 14)  # Monday 09:00
     assert held.send_at == NOW + timedelta(hours=5) and not held.send_now
-    assert [h.rule for h in held.holds] == ["send_time"]
-    # Friday 17:00: Monday 14:00 is more than 24 h away (weekend): it goes when due
+    assert [(h.rule, h.detail) for h in held.holds] == [("send_time", "send time: best hour")]
+    assert at_hour(NOW, 9).send_now
+    # 08:00-09:00 has gone by today; tomorrow's opens at 08:30 (quiet hours end), 23.5 h on
+    assert at_hour(NOW, 8).send_at == NOW + timedelta(hours=23, minutes=30)
+    # Friday 17:00: Monday 14:00 is more than 24 h away (the weekend): it goes now
     friday = datetime(2026, 3, 6, 16, 0, tzinfo=UTC)
-    now_friday = decide(now=friday, sent=[], policy=policy, zone=PARIS)
-    kept = place(now_friday, choice=Choice(14, "x"), due=friday, zone=PARIS, caps_at=caps_at)  # type: ignore[arg-type]
-    assert kept.send_now and kept.send_at == friday
-    # due on Sunday: held to Monday 14:00 only while that is within 24 h of it
-    sunday_15h, sunday_13h = NOW - timedelta(hours=18), NOW - timedelta(hours=20)
-    within = place(monday, choice=Choice(14, "x"), due=sunday_15h, zone=PARIS, caps_at=caps_at)  # type: ignore[arg-type]
-    assert within.send_at == NOW + timedelta(hours=5)
-    beyond = place(monday, choice=Choice(14, "x"), due=sunday_13h, zone=PARIS, caps_at=caps_at)  # type: ignore[arg-type]
-    assert beyond.send_now
+    assert at_hour(friday, 14).send_now
+    # due on Saturday: the caps hold it to Monday 08:30, and its hour counts from there
+    saturday = datetime(2026, 3, 7, 9, 0, tzinfo=UTC)
+    weekend = at_hour(saturday, 14)
+    assert weekend.send_at == datetime(2026, 3, 9, 13, 0, tzinfo=UTC)
+    assert [h.rule for h in weekend.holds] == ["weekday", "quiet_hours", "send_time"]
+    assert all(h.until == weekend.send_at for h in weekend.holds)
+    assert at_hour(saturday, 19).send_at == caps_at(saturday).send_at  # a quiet hour
 
 
 def test_a_bad_send_time_names_file_line_and_field(project_dir: Path) -> None:
@@ -185,15 +191,21 @@ def test_the_engine_sends_at_each_persons_hour(
     lines = explain(runtime, "ana@acme.example")
     assert (
         "guide-nurture: next discovery/hidden-cost-of-churn held until Mon 02 Mar 2026 15:00 "
-        "CET by: best hour 15:00 Europe/Paris from 5 real opens/clicks"
+        "CET by: send time: best hour 15:00 Europe/Paris from 5 real opens/clicks"
     ) in lines
-    for _ in range(30):  # a tick every hour from Monday 09:00
-        runtime.dispatcher.tick()
+    runtime.dispatcher.tick()
+    # Ana now reads at 16:00: the hold for 15:00 stands (an email is held for its hour once)
+    _opens(runtime, "ana@acme.example", [paris(d, 16, 10) for d in range(18, 28)])
+    for _ in range(30):  # a tick every hour from Monday 10:00
         runtime.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+        runtime.dispatcher.tick()
     ana, bruno = messages(runtime, "ana@acme.example"), messages(runtime, "bruno@acme.example")
     assert len(ana) == 1 and len(bruno) == 1
     assert ana[0].sent_at == NOW + timedelta(hours=6)  # Monday 15:00 in Paris
-    assert ana[0].send_time == "best hour 15:00 Europe/Paris from 5 real opens/clicks"
+    assert ana[0].send_time == (
+        "best hour 16:00 Europe/Paris from 15 real opens/clicks; held for it once already: "
+        "sent as the caps allow"
+    )
     assert bruno[0].sent_at.astimezone(PARIS).hour == 11
     assert bruno[0].sent_at - NOW == timedelta(hours=2)
     assert bruno[0].send_time is not None
@@ -207,5 +219,36 @@ def test_the_engine_sends_at_each_persons_hour(
         entries = timeline(session, ana[0].contact_id)
     said = [e.why for e in entries if e.kind in ("email", "deferral")]
     assert f"sent: {ana[0].subject} · send time: {ana[0].send_time}" in said
-    assert "best hour 15:00 Europe/Paris from 5 real opens/clicks" in said
+    assert "send time: best hour 15:00 Europe/Paris from 5 real opens/clicks" in said
     runtime.database.dispose()
+
+
+def test_simulated_people_get_their_email_at_the_hour_they_read(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    """The simulator's people read their mail at an hour of their own: with send_time: best
+    on the whole guide workflow, its emails go at that hour once the person has engaged."""
+    workflow = project_dir / "workflows" / "guide-nurture.yaml"
+    workflow.write_text(workflow.read_text().replace("tracks:", "send_time: best\ntracks:", 1))
+    database = tmp_path / "sim.db"
+    result = simulate(project_dir, days=21, contacts=60, seed=3, database=str(database))
+    assert result.violations == []
+    engine = make_engine(f"sqlite:///{database}")
+    with sessions(engine)() as session:
+        rows = session.execute(
+            select(Contact.email, Contact.timezone, Message.sent_at, Message.send_time).join(
+                Contact, Contact.id == Message.contact_id
+            )
+        ).all()
+    engine.dispose()
+    timed = [r for r in rows if r.send_time is not None]
+    assert len(timed) == result.send_time["emails"]
+
+    def at_their_hour(row: Row[Any]) -> bool:
+        zone = ZoneInfo(row.timezone or "Europe/Paris")
+        return bool(row.sent_at.astimezone(zone).hour == reading_hour(3, row.email))
+
+    assert result.send_time["at_their_hour"] == sum(1 for r in timed if at_their_hour(r))
+    own = [r for r in timed if r.send_time.startswith("best hour")]
+    hit = [r for r in own if at_their_hour(r)]
+    assert len(own) >= 20 and len(hit) >= 0.6 * len(own), (len(own), len(hit))
