@@ -4,6 +4,7 @@ send_time is in tests/test_pacing.py)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from nurture.sendtime import (
     weight,
 )
 from nurture.simulate import reading_hour, simulate
+from nurture.users import create_user
+from nurture.web import create_app
 from tests.helpers import PROFILE, add_contact, messages
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -220,6 +223,18 @@ def test_the_engine_sends_at_each_persons_hour(
     said = [e.why for e in entries if e.kind in ("email", "deferral")]
     assert f"sent: {ana[0].subject} · send time: {ana[0].send_time}" in said
     assert "send time: best hour 15:00 Europe/Paris from 5 real opens/clicks" in said
+    # the contact's timeline on the dashboard says it too
+    with sessions(runtime.database).begin() as session:
+        create_user(session, "ops@keel.example", "correct horse battery staple", NOW)
+    client = create_app(runtime).test_client()
+    login = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login)
+    assert token is not None
+    form = {"email": "ops@keel.example", "password": "correct horse battery staple"}
+    assert client.post("/login", data={**form, "csrf_token": token[1]}).status_code == 302
+    page = client.get(f"/contacts/{ana[0].contact_id}").get_data(as_text=True)
+    assert "send time: best hour 15:00 Europe/Paris from 5 real opens/clicks" in page
+    assert f"send time: {ana[0].send_time}" in page
     runtime.database.dispose()
 
 
