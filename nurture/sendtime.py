@@ -28,8 +28,7 @@ LOOKBACK = timedelta(days=180)
 DEFAULT_HOUR = 10
 #: send_time never holds an email longer than this after it was due.
 MAX_DELAY = timedelta(hours=24)
-#: The values of `send_time:` in a workflow or a step.
-BEST, DUE = "best", "due"
+#: The deferral rule of a send_time hold.
 RULE = "send_time"
 #: How a send_time hold's reason starts (the engine finds a hold that ran out by it).
 MARK = "send time: "
