@@ -13,9 +13,10 @@ hour once: when that hold runs out, it goes as the caps say.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from nurture.pacing import Decision, Hold, Policy
@@ -67,15 +68,16 @@ def tally(engaged: Iterable[tuple[datetime, ZoneInfo, int]], now: datetime) -> H
     return Hours(tuple(weights), events)
 
 
-def open_hours(policy: Policy) -> list[int]:
+@lru_cache(maxsize=256)
+def open_hours(policy: Policy) -> tuple[int, ...]:
     """The local hours with at least one minute outside the quiet hours."""
     end = policy.quiet_end
-    found = [
+    found = tuple(
         h
         for h in range(24)
         if not policy.is_quiet(time(h)) or (end is not None and end.hour == h and end.minute)
-    ]
-    return found or list(range(24))
+    )
+    return found or tuple(range(24))
 
 
 def choose(person: Hours, project: Hours, policy: Policy, zone: ZoneInfo) -> Choice:
@@ -98,7 +100,7 @@ def choose(person: Hours, project: Hours, policy: Policy, zone: ZoneInfo) -> Cho
     )
 
 
-def _best(hours: Hours, allowed: list[int]) -> tuple[int, str]:
+def _best(hours: Hours, allowed: Sequence[int]) -> tuple[int, str]:
     """The allowed hour of most weight (the earliest on a tie); when all of it falls in
     quiet hours, the allowed hour nearest to its peak."""
     best = max(allowed, key=lambda h: (hours.weights[h], -h))
@@ -109,7 +111,7 @@ def _best(hours: Hours, allowed: list[int]) -> tuple[int, str]:
     return hour, f" (nearest outside quiet hours to {peak:02d}:00)"
 
 
-def _nearest(target: int, allowed: list[int]) -> int:
+def _nearest(target: int, allowed: Sequence[int]) -> int:
     return min(allowed, key=lambda h: (min((h - target) % 24, (target - h) % 24), h))
 
 

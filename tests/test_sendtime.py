@@ -78,7 +78,7 @@ def test_recent_engagement_weighs_more() -> None:
 
 
 def test_never_an_hour_inside_quiet_hours() -> None:
-    assert open_hours(PROJECT_POLICY) == list(range(8, 19))  # 08:30-19:00
+    assert open_hours(PROJECT_POLICY) == tuple(range(8, 19))  # 08:30-19:00
     evenings = person(paris(20, 22), paris(21, 22, 30), paris(22, 21))
     choice = choose(evenings, Hours(), PROJECT_POLICY, PARIS)
     assert choice.hour == 18
