@@ -1125,6 +1125,16 @@ def simulate(
             "deferred: "
             + ("  ".join(f"{k} {v}" for k, v in sorted(result.deferrals.items())) or "none")
         )
+        click.echo(
+            "opened:   median hours from sending to the first real open: "
+            + "  ".join(
+                f"{k} {v if v is not None else '-'}" for k, v in result.hours_to_open.items()
+            )
+        )
+        click.echo(
+            f"send time: {result.send_time['emails']} emails at the person's best hour, "
+            f"{result.send_time['at_their_hour']} of them at the hour they read their mail"
+        )
         click.echo(f"violations: {len(result.violations)}")
         for line in result.violations[:20]:
             click.echo(f"  {line}")

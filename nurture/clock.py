@@ -50,3 +50,10 @@ def as_utc(instant: datetime) -> datetime:
     if instant.tzinfo is None:
         return instant.replace(tzinfo=UTC)
     return instant.astimezone(UTC)
+
+
+def db_instant(value: datetime | str) -> datetime:
+    """An instant a database gave back from an aggregate or an expression (text on SQLite,
+    where the column type is lost; naive on PostgreSQL after `timezone('UTC', ...)`), as an
+    aware UTC datetime."""
+    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)

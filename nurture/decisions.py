@@ -8,11 +8,12 @@ step's delay, defer the email (a cap holds it, with every reason), or send a giv
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from nurture import sendtime
 from nurture.config import DISQUALIFIED
 from nurture.engagement import Engagement, waiting_reason
 from nurture.pacing import Decision, Policy, decide
@@ -54,6 +55,12 @@ class Situation:
     who: str = ""
     #: When the person entered the workflow (a wait_until counting from entry).
     entered: datetime | None = None
+    #: The person's real opens and clicks (last `sendtime.LOOKBACK`), for `send_time: best`.
+    engaged_at: Sequence[datetime] = ()
+    #: When a send_time hold of the next email runs out (it is held for its hour once).
+    hour_held_until: datetime | None = None
+    #: Everyone's real engagement per local hour: the hour of people without their own.
+    project_hours: sendtime.Hours = field(default_factory=sendtime.Hours)
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ class Go:
     next_reason: str | None
     places: dict[str, str]
     marks: tuple[Mark, ...] = ()
+    #: `send_time: best`: the hour chosen and why, in words.
+    send_time: str | None = None
 
 
 Action = End | Idle | Later | Defer | Go
@@ -142,15 +151,10 @@ def next_action(s: Situation, now: datetime) -> Action:
         return Idle(WAITING, plan.reason, plan.places, marks=plan.marks)
     if isinstance(plan, WaitUntil):
         return _later(plan)
-    decision = decide(
-        now=now,
-        sent=s.sent,
-        policy=s.policy,
-        zone=s.zone,
-        last_engaged=s.last_engaged,
-        account_sent=s.account_sent,
-        global_sent=s.global_sent,
-    )
+    decision = _caps(s, now)
+    chosen = None
+    if s.workflow.best_time(plan.step):
+        decision, chosen = _at_best_hour(s, decision, now)
     if not decision.send_now:
         held = dict(plan.before)
         if decision.send_at is None:
@@ -169,11 +173,40 @@ def next_action(s: Situation, now: datetime) -> Action:
         entered=s.entered,
     )
     if isinstance(following, Send):
-        return Go(plan, now, None, plan.places, plan.marks)
+        return Go(plan, now, None, plan.places, plan.marks, chosen)
     marks = plan.marks + following.marks
     if isinstance(following, Exhausted):
-        return Go(plan, None, following.reason, following.places, marks)
-    return Go(plan, following.until, _later(following).reason, following.places, marks)
+        return Go(plan, None, following.reason, following.places, marks, chosen)
+    return Go(plan, following.until, _later(following).reason, following.places, marks, chosen)
+
+
+def _caps(s: Situation, now: datetime) -> Decision:
+    """What the caps say at `now` (nurture/pacing.py)."""
+    return decide(
+        now=now,
+        sent=s.sent,
+        policy=s.policy,
+        zone=s.zone,
+        last_engaged=s.last_engaged,
+        account_sent=s.account_sent,
+        global_sent=s.global_sent,
+    )
+
+
+def _at_best_hour(s: Situation, decision: Decision, now: datetime) -> tuple[Decision, str]:
+    """`send_time: best`: the caps' decision moved to the person's hour (unless its hold for
+    the hour ran out), and why (said of an email that goes at another hour: why not then)."""
+    person = sendtime.tally(((at, s.zone, 1) for at in s.engaged_at), now)
+    choice = sendtime.choose(person, s.project_hours, s.policy, s.zone)
+    held = s.hour_held_until
+    placed = decision
+    if held is None or now < held:
+        placed = sendtime.place(decision, choice=choice, zone=s.zone, caps_at=lambda t: _caps(s, t))
+    if placed.send_now and now.astimezone(s.zone).hour != choice.hour:
+        if held is not None and now >= held:
+            return placed, f"{choice.why}; held for it once already: sent as the caps allow"
+        return placed, f"{choice.why}; none allowed within 24 h of when it was due: sent as due"
+    return placed, choice.why
 
 
 def _later(plan: WaitUntil) -> Later:

@@ -64,6 +64,8 @@ class Sent:
     phase: str
     sent_at: datetime
     stage: str = ""
+    #: The person's own zone (None: the project's).
+    timezone: str | None = None
 
 
 @dataclass
@@ -120,7 +122,12 @@ def drive(
         with make() as session:
             fresh = session.execute(
                 select(
-                    Message.id, Contact.email, Message.phase, Message.sent_at, Message.stage_at_send
+                    Message.id,
+                    Contact.email,
+                    Message.phase,
+                    Message.sent_at,
+                    Message.stage_at_send,
+                    Contact.timezone,
                 )
                 .join(Contact, Contact.id == Message.contact_id)
                 .where(Message.id > seen, Message.sent_at.is_not(None))
@@ -128,7 +135,9 @@ def drive(
             ).all()
         for row in fresh:
             seen = row.id
-            sent = Sent(row.id, row.email, row.phase, row.sent_at, row.stage_at_send or "")
+            sent = Sent(
+                row.id, row.email, row.phase, row.sent_at, row.stage_at_send or "", row.timezone
+            )
             for action in react(sent):
                 push(action)
         if progress is not None:

@@ -19,14 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Row, Table, bindparam, func, insert, select, update
 from sqlalchemy import Engine as Database
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from nurture import metrics
-from nurture.clock import Clock
+from nurture import metrics, sendtime
+from nurture.clock import Clock, db_instant
 from nurture.config import CapsOverride
 from nurture.contacts import ContactLike, condition_variables, profile, zone_of
 from nurture.content import render_email
@@ -131,6 +132,9 @@ class History:
     suppressed: dict[str, str] = field(default_factory=dict)
     #: What each person did, by real people only (journey conditions, wait_until).
     engagement: dict[int, Engagement] = field(default_factory=dict)
+    #: Each person's real opens and clicks, and everyone's per local hour (send_time: best).
+    engaged_at: dict[int, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    project_hours: sendtime.Hours = field(default_factory=sendtime.Hours)
 
 
 @dataclass
@@ -171,6 +175,8 @@ class Dispatcher:
         self.stopping = threading.Event()
         self._stamp: Stamp | None = None
         self._outlines: dict[tuple[str, str], Outline] = {}
+        #: Everyone's real engagement per local hour, and when it was tallied.
+        self._hours: tuple[datetime, sendtime.Hours] | None = None
 
     def tick(self) -> Report:
         """Work through everything due now, batch after batch, until `stop()` is called
@@ -312,6 +318,8 @@ class Dispatcher:
                 Enrollment.version,
                 Enrollment.entered_at,
                 Enrollment.last_sent_at,
+                Enrollment.due_at,
+                Enrollment.hold_reason,
             )
             .where(Enrollment.status == ACTIVE, Enrollment.due_at <= now)
             .order_by(Enrollment.due_at, Enrollment.id)
@@ -366,6 +374,8 @@ class Dispatcher:
             history.received[contact_id].add(self.project.canonical(content_id))
         if self._journeys():
             self._engagement(session, list(contacts), history)
+        if any(w.uses_send_time for w in self.project.workflows.values()):
+            self._engaged_at(session, now, list(contacts), history)
         if caps.account_per_day and accounts:
             # Two steps, so each uses its index: people of the accounts, then their recent sends.
             members = dict(
@@ -436,6 +446,48 @@ class Dispatcher:
                 tuple(events[contact_id]),
             )
 
+    def _engaged_at(
+        self, session: Session, now: datetime, contact_ids: list[int], history: History
+    ) -> None:
+        """For send_time: each person's real opens and clicks of the last
+        `sendtime.LOOKBACK` (one read per batch), and everyone's per local hour (tallied
+        in SQL at most once an hour)."""
+        for contact_id, at in session.execute(
+            select(Event.contact_id, Event.occurred_at).where(
+                Event.contact_id.in_(contact_ids),
+                Event.kind.in_(_ENGAGED),
+                Event.machine.is_(None),
+                Event.occurred_at >= now - sendtime.LOOKBACK,
+            )
+        ):
+            history.engaged_at[contact_id].append(at)
+        if self._hours is None or not now - _HOURS_KEPT < self._hours[0] <= now:
+            self._hours = (now, self._project_hours(session, now))
+        history.project_hours = self._hours[1]
+
+    def _project_hours(self, session: Session, now: datetime) -> sendtime.Hours:
+        """Everyone's real opens and clicks per local hour: counted in SQL per zone and UTC
+        hour, then placed on each zone's clock and weighed by age."""
+        if is_sqlite(self.database):
+            hour: Any = func.strftime("%Y-%m-%d %H:00:00", Event.occurred_at)
+        else:
+            hour = func.date_trunc("hour", func.timezone("UTC", Event.occurred_at))
+        default = self.project.settings.timezone
+        rows = session.execute(
+            select(Contact.timezone, hour, func.count())
+            .join(Contact, Contact.id == Event.contact_id)
+            .where(
+                Event.kind.in_(_ENGAGED),
+                Event.machine.is_(None),
+                Event.occurred_at >= now - sendtime.LOOKBACK,
+            )
+            .group_by(Contact.timezone, hour)
+        ).all()
+        return sendtime.tally(
+            ((db_instant(at), ZoneInfo(zone or default), count) for zone, at, count in rows),
+            now,
+        )
+
     def load_versions(self, session: Session, enrollments: Sequence[Row[Any]]) -> None:
         """Read the outlines of the older versions some of `enrollments` are on (rare: the
         engine carries people onto a new version when it takes it up)."""
@@ -502,6 +554,11 @@ class Dispatcher:
             engagement=history.engagement.get(contact.id),
             who=str(contact.id),
             entered=enrollment.entered_at,
+            engaged_at=history.engaged_at.get(contact.id, ()),
+            hour_held_until=(
+                enrollment.due_at if sendtime.MARK in (enrollment.hold_reason or "") else None
+            ),
+            project_hours=history.project_hours,
         )
 
     def _step(
@@ -563,6 +620,7 @@ class Dispatcher:
             self._reserve(
                 enrollment, contact, situation.variables["contact"], action.plan, now, batch
             )
+            batch.messages[-1]["send_time"] = action.send_time
             row.update(
                 places=action.places,
                 last_sent_at=now,
@@ -604,6 +662,7 @@ class Dispatcher:
                 "status": QUEUED,
                 "created_at": now,
                 "sent_at": now,
+                "send_time": None,
             }
         )
         batch.outgoing.append(outgoing)
@@ -837,6 +896,12 @@ def _journey_row(enrollment: Row[Any], contact: Row[Any], mark: Mark) -> dict[st
         "way": mark.way,
         "at": mark.at,
     }
+
+
+#: The event kinds send_time reads (a person's real ones only).
+_ENGAGED = ("email_opened", "email_clicked")
+#: Everyone's engagement per hour is tallied again after this long.
+_HOURS_KEPT = timedelta(hours=1)
 
 
 def _full_name(contact: Row[Any]) -> str | None:

@@ -82,7 +82,8 @@ def _enrollment(
         if isinstance(action, Go):
             step = action.plan.step
             when = "now, at the next tick" if at <= now else _when(at, zone)
-            said.append(f"next {step.content} ({action.plan.phase}) {when}")
+            at_hour = f" (send time: {action.send_time})" if action.send_time else ""
+            said.append(f"next {step.content} ({action.plan.phase}) {when}{at_hour}")
             return "; ".join(said)
         if isinstance(action, Later) and action.reason is not None:
             said.append(f"{action.reason}: the event wakes them at once, else the timeout")

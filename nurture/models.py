@@ -257,6 +257,9 @@ class Message(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime]
     error: Mapped[str | None] = mapped_column(Text)
+    #: `send_time: best`: the hour chosen and why ("best hour 14:00 Europe/Paris from 7 real
+    #: opens/clicks"); None for an email sent when due.
+    send_time: Mapped[str | None] = mapped_column(Text)
 
 
 class Deferral(Base):

@@ -444,7 +444,11 @@ def timeline(session: Session, contact_id: int, limit: int = 200) -> list[Entry]
             Message,
             Message.sent_at,
             lambda m: Entry(
-                m.sent_at, "email", f"{m.content_id} ({m.phase})", f"{m.status}: {m.subject}"
+                m.sent_at,
+                "email",
+                f"{m.content_id} ({m.phase})",
+                f"{m.status}: {m.subject}"
+                + (f" · send time: {m.send_time}" if m.send_time else ""),
             ),
         ),
         (

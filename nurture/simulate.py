@@ -15,17 +15,19 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from nurture.audit import holdout_sends, load_records, violations
 from nurture.behaviour import Repertoire, repertoire
-from nurture.clock import FixedClock
+from nurture.clock import FixedClock, db_instant
 from nurture.db import sessions, write_transaction
 from nurture.drive import Action, Sent, drive
 from nurture.feedback import record_event, sales_outcome, upsert_contact
@@ -113,6 +115,12 @@ class Persona:
     unsubscribe: float
 
 
+#: The local hours people read their mail at: each person has one (drawn from the seed and
+#: their address), so `send_time: best` has an hour to find.
+READING_HOURS = (8, 9, 9, 10, 11, 12, 13, 14, 14, 15, 16, 17)
+#: The share of a person's opens at their hour; the others come any time within 36 h.
+AT_THEIR_HOUR = 0.75
+
 PERSONAS = (
     Persona("champion", 0.25, 0.9, 0.7, 0.6, 0.35, 0.0),
     Persona("reader", 0.35, 0.8, 0.15, 0.1, 0.02, 0.01),
@@ -132,6 +140,11 @@ class Result:
     violations: list[str]
     seed: int = 0
     until: str = ""
+    #: Median hours from sending to the first real open: of the emails sent at the person's
+    #: best hour (`best`, send_time: best) and of the others (`due`).
+    hours_to_open: dict[str, float | None] = field(default_factory=dict)
+    #: Emails timed by send_time: best, and how many went at the hour their person reads at.
+    send_time: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -193,7 +206,14 @@ def simulate(
         [*pending, *arrivals],
         end,
         lambda session, action, now: _perform(session, runtime, rep, rng, seed, action, now),
-        lambda sent: _react(rng, rep, persona_of(seed, sent.email), sent),
+        lambda sent: _react(
+            rng,
+            rep,
+            persona_of(seed, sent.email),
+            sent,
+            reading_hour(seed, sent.email),
+            ZoneInfo(sent.timezone or project.settings.timezone),
+        ),
         None if progress is None else lambda now: progress((now - start) / timedelta(days=1)),
     )
     with write_transaction(runtime.database) as session:
@@ -211,7 +231,7 @@ def simulate(
                 },
             )
         )
-    result = _result(runtime, days, count, dict(driven.deferrals), export)
+    result = _result(runtime, days, count, dict(driven.deferrals), export, seed)
     result.seed, result.until = seed, end.isoformat()
     runtime.database.dispose()
     return result
@@ -230,6 +250,25 @@ def persona_of(seed: int, email: str) -> Persona:
     """A person's persona, drawn from the seed and their address: the same on a resume."""
     draw = random.Random(f"{seed}/{email}")
     return draw.choices(PERSONAS, [p.weight for p in PERSONAS])[0]
+
+
+def reading_hour(seed: int, email: str) -> int:
+    """The local hour a person reads their mail at, drawn from the seed and their address."""
+    return random.Random(f"{seed}/{email}/hour").choice(READING_HOURS)
+
+
+def _read_at(rng: random.Random, sent: Sent, hour: int, zone: ZoneInfo) -> datetime:
+    """When a person reads an email: mostly at their hour (minutes after it arrives when it
+    arrives then, else at their next one), else any time within 36 h."""
+    if rng.random() >= AT_THEIR_HOUR:
+        return sent.sent_at + timedelta(minutes=rng.randrange(20, 36 * 60))
+    arrived = sent.sent_at.astimezone(zone)
+    if arrived.hour == hour:
+        return sent.sent_at + timedelta(minutes=rng.randrange(5, 50))
+    wall = arrived.replace(tzinfo=None, hour=hour, minute=rng.randrange(50), second=0)
+    if wall <= arrived.replace(tzinfo=None):
+        wall += timedelta(days=1)
+    return wall.replace(tzinfo=zone, microsecond=0).astimezone(UTC)
 
 
 def _population(
@@ -355,9 +394,11 @@ def _after_moves(
     return out
 
 
-def _react(rng: random.Random, rep: Repertoire, persona: Persona, sent: Sent) -> list[Action]:
+def _react(
+    rng: random.Random, rep: Repertoire, persona: Persona, sent: Sent, hour: int, zone: ZoneInfo
+) -> list[Action]:
     actions = []
-    later = sent.sent_at + timedelta(minutes=rng.randrange(20, 36 * 60))
+    later = _read_at(rng, sent, hour, zone)
     linked = {"message_id": sent.id}
 
     def add(kind: str, delay_minutes: int, properties: dict[str, Any], message: bool) -> None:
@@ -400,7 +441,12 @@ def _counts(session: Session, column: InstrumentedAttribute[str]) -> dict[str, i
 
 
 def _result(
-    runtime: Runtime, days: int, contacts: int, deferrals: dict[str, int], export: TextIO | None
+    runtime: Runtime,
+    days: int,
+    contacts: int,
+    deferrals: dict[str, int],
+    export: TextIO | None,
+    seed: int,
 ) -> Result:
     settings = runtime.project.settings
     with sessions(runtime.database)() as session:
@@ -409,6 +455,17 @@ def _result(
         events = _counts(session, Event.kind)
         sent, moves, suppressed = load_records(session, settings)
         held_out = holdout_sends(session)
+        hours_to_open = _hours_to_open(session)
+        timed = session.execute(
+            select(Contact.email, Contact.timezone, Message.sent_at)
+            .join(Contact, Contact.id == Message.contact_id)
+            .where(Message.send_time.is_not(None))
+        ).all()
+    at_their_hour = sum(
+        1
+        for email, zone, sent_at in timed
+        if sent_at.astimezone(ZoneInfo(zone or settings.timezone)).hour == reading_hour(seed, email)
+    )
     if export is not None:
         for record in sent:
             export.write(
@@ -451,4 +508,25 @@ def _result(
             *violations(sent, moves, suppressed, settings, settings.caps.policy()),
             *held_out,
         ],
+        hours_to_open=hours_to_open,
+        send_time={"emails": len(timed), "at_their_hour": at_their_hour},
     )
+
+
+def _hours_to_open(session: Session) -> dict[str, float | None]:
+    """Median hours from sending to the first real open, per way the email was timed."""
+    first = (
+        select(Event.message_id, func.min(Event.occurred_at).label("at"))
+        .where(Event.kind == "email_opened", Event.machine.is_(None))
+        .group_by(Event.message_id)
+        .subquery()
+    )
+    waits: dict[str, list[float]] = {"best": [], "due": []}
+    for send_time, sent_at, opened_at in session.execute(
+        select(Message.send_time, Message.sent_at, first.c.at).join(
+            first, first.c.message_id == Message.id
+        )
+    ):
+        hours = (db_instant(opened_at) - sent_at) / timedelta(hours=1)
+        waits["best" if send_time else "due"].append(hours)
+    return {k: round(median(v), 1) if v else None for k, v in waits.items()}

@@ -54,6 +54,11 @@ def _context(info: ValidationInfo) -> dict[str, Any]:
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]*$"
 
 
+#: `best`: at the local hour the person really engages, within 24 h of when the email was
+#: due (nurture/sendtime.py); `due`: as soon as its wait runs out and the caps allow.
+SendTime = Literal["best", "due"]
+
+
 class Step(Strict):
     id: str | None = Field(
         default=None,
@@ -70,6 +75,9 @@ class Step(Strict):
     )
     when: JourneyCondition | None = Field(
         default=None, description="Send only if this holds when the step comes due."
+    )
+    send_time: SendTime | None = Field(
+        default=None, description="When this email goes (default: the workflow's send_time)."
     )
 
     @field_validator("content")
@@ -404,6 +412,14 @@ class Workflow(Strict):
         default=None, description="Caps for this workflow's emails, over the project's."
     )
     holdout: Share = Field(default=0.0, json_schema_extra={"default": "0%"})
+    send_time: SendTime = Field(
+        default="due",
+        description=(
+            "best: each email at the local hour the person really opens and clicks (the "
+            "project's best hour for people without any), within the caps and never more "
+            "than 24 h after it was due; due: when its wait runs out. A step may say its own."
+        ),
+    )
 
     @field_validator("caps", mode="after")
     @classmethod
@@ -470,6 +486,15 @@ class Workflow(Strict):
                 if step.when and any(f"{f}(" in step.when for f in engagement.FUNCTIONS):
                     return True
         return False
+
+    def best_time(self, step: Step) -> bool:
+        """Whether `step` goes at the person's best hour (`send_time: best`)."""
+        return (step.send_time or self.send_time) == "best"
+
+    @cached_property
+    def uses_send_time(self) -> bool:
+        """Whether some email of this workflow goes at the person's best hour."""
+        return any(self.best_time(s) for phase in self.tracks for s in self.sends(phase))
 
     @cached_property
     def waits_on(self) -> frozenset[str]:

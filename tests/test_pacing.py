@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nurture.pacing import WEEK, Decision, Policy, decide
+from nurture.sendtime import MAX_DELAY, Choice, place
 
 PARIS = ZoneInfo("Europe/Paris")
 EVERY_DAY = frozenset(range(7))
@@ -261,6 +262,53 @@ def test_decision_is_the_earliest_allowed_instant(case: Case) -> None:
         assert allowed(decision.send_at, sent, policy, zone, account, everyone)
     if not decision.send_now:
         assert decision.holds and all(h.detail for h in decision.holds)
+
+
+def oracle_at_hour(
+    now: datetime,
+    hour: int,
+    sent: list[datetime],
+    policy: Policy,
+    zone: ZoneInfo,
+    account: list[datetime],
+    everyone: list[datetime],
+) -> datetime | None:
+    """send_time read literally: the first allowed minute of the local `hour`, no later than
+    24 h after the instant the caps alone allow; else that instant."""
+    caps = oracle(now, sent, policy, zone, account, everyone)
+    if caps is None:
+        return None
+    t = caps
+    while t <= caps + timedelta(hours=24):
+        if t.astimezone(zone).hour == hour and allowed(t, sent, policy, zone, account, everyone):
+            return t
+        t += timedelta(minutes=1)
+    return caps
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.integers(0, 23))
+def test_send_time_is_the_earliest_allowed_instant_of_the_hour(case: Case, hour: int) -> None:
+    now, sent, policy, zone, account, everyone = case
+
+    def caps_at(t: datetime) -> Decision:
+        return decide(
+            now=t, sent=sent, policy=policy, zone=zone, account_sent=account, global_sent=everyone
+        )
+
+    caps = caps_at(now)
+    decision = place(caps, choice=Choice(hour, "best hour"), zone=zone, caps_at=caps_at)
+    assert decision.send_at == oracle_at_hour(now, hour, sent, policy, zone, account, everyone)
+    if decision.send_at is None:
+        return
+    assert caps.send_at is not None
+    # never inside quiet hours, on a day off or over a cap; never more than 24 h late
+    assert allowed(decision.send_at, sent, policy, zone, account, everyone)
+    assert caps.send_at <= decision.send_at <= caps.send_at + MAX_DELAY
+    if decision.send_at != caps.send_at:
+        assert decision.send_at.astimezone(zone).hour == hour
+        assert decision.holds[-1].rule == "send_time" and not decision.send_now
+        assert all(h.until == decision.send_at for h in decision.holds)
 
 
 @settings(max_examples=200, deadline=None)
