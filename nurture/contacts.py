@@ -323,9 +323,10 @@ def _zone(name: str) -> ZoneInfo:
 
 def profile(contact: ContactLike, settings: Settings) -> dict[str, Any]:
     """Every profile field (None when unknown), custom fields included."""
-    row = getattr(contact, "_mapping", None)  # a Row: a dict lookup, not a failing getattr
-    if row is not None:
-        data: dict[str, Any] = {name: row.get(name) for name in PROFILE_FIELDS}
+    as_dict = getattr(contact, "_asdict", None)  # a Row: one dict, then plain look-ups
+    if as_dict is not None:
+        plain = as_dict()
+        data: dict[str, Any] = {name: plain.get(name) for name in PROFILE_FIELDS}
     else:
         data = {name: getattr(contact, name, None) for name in PROFILE_FIELDS}
     data["email_domain"] = contact.email.rsplit("@", 1)[1]

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Row, Table, bindparam, insert, select, text, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from nurture.config import PROFILE_FIELDS
 from nurture.contacts import profile
 from nurture.eventrules import Decided, Decision, Enrolled, Incoming, Person, decide
 from nurture.feedback import UnknownContact, hand_off, lock_accounts, upsert_contact
@@ -42,6 +43,21 @@ _CONTACTS = cast(Table, Contact.__table__)
 _EVENTS = cast(Table, Event.__table__)
 _SCORE_CHANGES = cast(Table, ScoreChange.__table__)
 _ENROLLMENTS = cast(Table, Enrollment.__table__)
+#: What the rules read of a contact: the profile, the scores, the stage (not the other
+#: dates, whose conversion is a good part of reading a row).
+_PERSON_COLUMNS = [
+    _CONTACTS.c[name]
+    for name in (
+        *(f for f in PROFILE_FIELDS if f != "email_domain"),
+        "id",
+        "custom",
+        "stage",
+        "stage_since",
+        "fit",
+        "engagement",
+        "engagement_at",
+    )
+]
 
 
 @dataclass
@@ -141,7 +157,7 @@ def _load(
     )
     rows: list[Row[Any]] = list(
         connection.execute(
-            select(*_CONTACTS.columns)
+            select(*_PERSON_COLUMNS)
             .where(_CONTACTS.c.email.in_(addresses))
             .order_by(_CONTACTS.c.id)
             .with_for_update()
