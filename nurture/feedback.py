@@ -1,13 +1,13 @@
-"""Contacts and events in, scores, stage moves and enrollments out: the shell around scoring.
-
-Every function here works inside the caller's session and transaction, so an event, its
-score changes, its stage move and the re-routed enrollments commit together or not at all.
+"""Contacts, events, moves by hand, sales outcomes and provider feedback, in the caller's
+session and transaction: an event, its score changes, its stage move and the re-routed
+enrollments commit together or not at all. Events go through the event pipeline
+(nurture/intake.py, a batch of one); the rest apply the same rules (nurture/eventrules.py)
+through its writer (`intake.change_people`).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import blake2b
@@ -18,40 +18,31 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from nurture import expressions
-from nurture.config import DISQUALIFIED, FIRST_STAGE, SUPPRESSING_EVENTS, CapsOverride
+from nurture.config import FIRST_STAGE, CapsOverride
 from nurture.contacts import (
     clean_profile,
     condition_variables,
     current_engagement,
     default_account,
     normalize_email,
-    zone_of,
 )
-from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
-from nurture.engagement import WAITS_FOR
-from nurture.holdouts import HOLDOUT, held_out
+from nurture.decisions import ACTIVE, PAUSED
+from nurture.eventrules import Decided, Decision, Person, Rules
 from nurture.models import (
-    CANCELLED,
-    QUEUED,
     Contact,
     Enrollment,
     Event,
     Handoff,
-    Message,
     ProviderEvent,
-    ScoreChange,
     StageMove,
     Suppression,
 )
 from nurture.notices import queue_notice
 from nurture.project import Project
 from nurture.providers import Feedback
-from nurture.scoring import Change, as_of, engagement_changes, fit_score
-from nurture.stages import Move, next_stage
+from nurture.scoring import Change, fit_score
+from nurture.stages import Move
 
-log = logging.getLogger(__name__)
-OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
 #: Hand-off webhook states: pending (to post), delivered, failed (gave up), off (no webhook).
 PENDING, DELIVERED, GAVE_UP, OFF = "pending", "delivered", "failed", "off"
 
@@ -86,7 +77,7 @@ def insert_new(session: Session, model: Any, values: Mapping[str, Any], keys: li
 
 def lock_accounts(session: Session, accounts: Iterable[str | None]) -> None:
     """PostgreSQL: take each account's advisory lock, to the end of the transaction, always
-    in one order. An event may hold the other people of its account (`_hold_account`), so
+    in one order. An event may hold the other people of its account (eventrules `_hold`), so
     two people of one account recorded at once would each wait for the other's row; with
     the account taken before the person, they go one after the other instead."""
     if session.get_bind().dialect.name != "postgresql":
@@ -180,12 +171,15 @@ def upsert_contact(
     if consent_source:
         contact.consent_source, contact.consent_at = consent_source, now
     outcome = Outcome(contact, created=created)
-    _rescore_fit(session, project, contact, now)
-    if stage is not None and stage != contact.stage:
-        _move(session, project, contact, Move(stage, "set by hand or import"), now, None, outcome)
-    _apply_stage_rules(session, project, contact, now, None, None, outcome)
-    _enroll(session, project, contact, now, None, outcome)
-    return outcome
+
+    def work(person: Person, rules: Rules) -> None:
+        rules.rescore_fit(person, None)
+        if stage is not None and stage != person.stage:
+            rules.move(person, Move(stage, "set by hand or import"))
+        rules.stage_rules(person)
+        rules.enter(person)
+
+    return _change(session, project, contact, now, work, outcome)
 
 
 def record_event(
@@ -200,82 +194,37 @@ def record_event(
     client_event_id: str | None = None,
     message_id: int | None = None,
 ) -> Outcome:
-    """Store an event, then score it, move the stage, end goals and enroll, in that order."""
+    """Record one event of a known contact: the event pipeline (nurture/intake.py) with a
+    batch of one. Raises ValueError for an unknown kind, UnknownContact for an unknown
+    address."""
+    from nurture.intake import Incoming, record_batch  # the pipeline is built on this module
+
     settings = project.settings
     if kind not in settings.event_kinds:
         raise ValueError(
             f"kind: unknown event {kind!r}; known: {', '.join(sorted(settings.event_kinds))}"
         )
-    address = normalize_email(email)
-    contact = lock_contact(session, address)
-    if contact is None:
-        raise UnknownContact(f"no contact {address}")
-    props = dict(properties or {})
-    if client_event_id is not None:
-        existing = session.scalar(
-            select(Event).where(
-                Event.contact_id == contact.id, Event.client_event_id == client_event_id
-            )
-        )
-        if existing is not None:
-            return Outcome(contact, existing, duplicate=True)
-    event = Event(
-        contact_id=contact.id,
-        kind=kind,
-        occurred_at=occurred_at or now,
-        recorded_at=now,
-        properties=props,
-        client_event_id=client_event_id,
-        message_id=message_id,
-        machine=str(props["machine"])[:40] if props.get("machine") else None,
-    )
-    session.add(event)
-    session.flush()
-    outcome = Outcome(contact, event)
-    if kind in SUPPRESSING_EVENTS:
-        suppress(session, contact.email, kind, f"event {event.id}", now)
-    if props.get("machine"):
-        return outcome  # stored for the record, never scored: a machine is not a person
-    event_vars = {"kind": kind, **props}
-    variables = condition_variables(contact, settings, now, event_vars)
-    changes = engagement_changes(
-        settings.scoring.engagement.rules,
+    item = Incoming(
+        normalize_email(email),
         kind,
-        props,
-        variables,
-        scored_objects=_scored_objects(session, contact.id),
-        scored_today=_scored_today(session, project, contact, now),
+        occurred_at,
+        dict(properties or {}),
+        client_event_id,
+        message_id,
     )
-    changes = as_of(changes, event.occurred_at, now, settings.scoring.engagement)
-    engagement = current_engagement(contact, settings, now)
-    for change in changes:
-        engagement += change.points
-        session.add(
-            ScoreChange(
-                contact_id=contact.id,
-                at=now,
-                axis="engagement",
-                points=change.points,
-                value_after=engagement,
-                rule=change.rule,
-                event_id=event.id,
-                object_key=change.object_key,
-            )
-        )
-    if changes:
-        contact.engagement, contact.engagement_at = engagement, now
-        if sum(c.points for c in changes) > 0:
-            contact.last_engaged_at = now
-            _wake(session, contact.id, now)
-    outcome.changes = changes
-    if any(kind in w.waits_on for w in project.workflows.values()):
-        wake_waits(session, contact.id, kind, now)
-    _apply_stage_rules(session, project, contact, now, event_vars, event, outcome)
-    _end_goals(session, project, contact, now, kind, outcome)
-    if kind in settings.account_pause.events:
-        _hold_account(session, project, contact, f"{contact.email} had {kind}", now)
-    _enroll(session, project, contact, now, kind, outcome)
-    return outcome
+    [decision], ids = record_batch(session, project, [item], now, source=None)
+    contact = session.get(Contact, decision.person.id, populate_existing=True)
+    assert contact is not None
+    event_id = decision.stored_id if decision.event is None else ids[decision.event]
+    return Outcome(
+        contact,
+        session.get(Event, event_id),
+        changes=decision.changes,
+        moves=decision.moves,
+        enrolled=decision.enrolled,
+        ended=decision.ended,
+        duplicate=decision.duplicate,
+    )
 
 
 def move_stage(
@@ -289,11 +238,13 @@ def move_stage(
     contact = session.scalar(select(Contact).where(Contact.email == normalize_email(email)))
     if contact is None:
         raise UnknownContact(f"no contact {email}")
-    outcome = Outcome(contact)
-    if stage != contact.stage:
-        _move(session, project, contact, Move(stage, reason), now, None, outcome)
-        _enroll(session, project, contact, now, None, outcome)
-    return outcome
+
+    def work(person: Person, rules: Rules) -> None:
+        if stage != person.stage:
+            rules.move(person, Move(stage, reason))
+            rules.enter(person)
+
+    return _change(session, project, contact, now, work)
 
 
 def set_paused(
@@ -399,117 +350,16 @@ def rescore_fit(
 ) -> Outcome:
     """`contact`'s fit under the current rules after `cause` (the fit rules changed): the
     ledger line and any stage move that follows name the cause; enrollments follow."""
-    outcome = Outcome(contact)
-    before = contact.fit
-    _rescore_fit(session, project, contact, now, cause)
-    if contact.fit != before:
-        _apply_stage_rules(session, project, contact, now, None, None, outcome, cause)
-        _enroll(session, project, contact, now, None, outcome)
-    return outcome
-
-
-def _rescore_fit(
-    session: Session, project: Project, contact: Contact, now: datetime, cause: str | None = None
-) -> None:
     variables = condition_variables(contact, project.settings, now)
-    fit, reasons = fit_score(project.settings.scoring.fit, variables)
-    if fit != contact.fit:
-        rule = "; ".join(reasons) or "no fit rule matches"
-        session.add(
-            ScoreChange(
-                contact_id=contact.id,
-                at=now,
-                axis="fit",
-                points=fit - contact.fit,
-                value_after=fit,
-                rule=f"{cause}: {rule}"[:300] if cause else rule,
-            )
-        )
-        contact.fit = fit
+    if fit_score(project.settings.scoring.fit, variables)[0] == contact.fit:
+        return Outcome(contact)  # the common case: nothing to load, nothing to write
 
+    def work(person: Person, rules: Rules) -> None:
+        if rules.rescore_fit(person, cause):
+            rules.stage_rules(person, cause)
+            rules.enter(person)
 
-def _apply_stage_rules(
-    session: Session,
-    project: Project,
-    contact: Contact,
-    now: datetime,
-    event_vars: dict[str, Any] | None,
-    event: Event | None,
-    outcome: Outcome,
-    cause: str | None = None,
-) -> None:
-    settings = project.settings
-    for _ in range(len(settings.stage_names)):
-        variables = condition_variables(contact, settings, now, event_vars)
-        kind = event_vars["kind"] if event_vars else None
-        move = next_stage(settings.stages, settings.disqualify, contact.stage, variables, kind)
-        if move is None:
-            return
-        if cause:
-            move = Move(move.to_stage, f"{move.reason} ({cause})")
-        _move(session, project, contact, move, now, event, outcome)
-
-
-def _move(
-    session: Session,
-    project: Project,
-    contact: Contact,
-    move: Move,
-    now: datetime,
-    event: Event | None,
-    outcome: Outcome,
-) -> None:
-    """Record the move and re-route the contact's enrollments in the same transaction."""
-    session.add(
-        StageMove(
-            contact_id=contact.id,
-            at=now,
-            from_stage=contact.stage,
-            to_stage=move.to_stage,
-            reason=move.reason,
-            event_id=event.id if event else None,
-        )
-    )
-    settings = project.settings
-    names = settings.stage_names
-    upward = names.index(move.to_stage) > names.index(contact.stage)
-    log.info(
-        "contact %s: %s -> %s",
-        contact.id,
-        contact.stage,
-        move.to_stage,
-        extra={"contact_id": contact.id},
-    )
-    contact.stage, contact.stage_since = move.to_stage, now
-    outcome.moves.append(move)
-    phase = settings.phase_of(move.to_stage)
-    session.execute(
-        update(Message)
-        .where(
-            Message.contact_id == contact.id,
-            Message.status == QUEUED,
-            Message.phase != (phase or ""),
-        )
-        .values(status=CANCELLED, error=f"stage moved to {move.to_stage} before it went")
-    )
-    if move.to_stage in settings.account_pause.stages:
-        _hold_account(session, project, contact, f"{contact.email} reached {move.to_stage}", now)
-    handoff = settings.handoff
-    handed_off = handoff is not None and upward and move.to_stage == handoff.stage
-    if handed_off:
-        _hand_off(session, project, contact, move, now)
-    if not upward and move.to_stage == settings.recycle_stage:
-        _reopen(session, contact.id, now)
-    for enrollment in _open_enrollments(session, contact.id):
-        workflow = project.workflows.get(enrollment.workflow)
-        if handed_off and handoff is not None and handoff.end_nurture:
-            _end(enrollment, COMPLETED, "goal: handed off to sales", now, outcome)
-        elif move.to_stage == DISQUALIFIED:
-            _end(enrollment, EXITED, f"disqualified: {move.reason}", now, outcome)
-        elif workflow is not None and move.to_stage in workflow.goals.stages:
-            _end(enrollment, COMPLETED, f"goal: reached stage {move.to_stage}", now, outcome)
-        elif enrollment.status != PAUSED:
-            enrollment.status, enrollment.due_at, enrollment.hold_reason = ACTIVE, now, None
+    return _change(session, project, contact, now, work)
 
 
 def sales_outcome(
@@ -539,9 +389,13 @@ def sales_outcome(
         open_handoff.outcome_at, open_handoff.outcome_reason = now, reason or None
     recycle = settings.recycle_stage
     if not accepted and recycle is not None and contact.stage == settings.handoff.stage:
-        move = Move(recycle, f"rejected by sales: {reason}")
-        _move(session, project, contact, move, now, outcome.event, outcome)
-        _enroll(session, project, contact, now, None, outcome)
+        event_id = outcome.event.id if outcome.event else None
+
+        def work(person: Person, rules: Rules) -> None:
+            rules.move(person, Move(recycle, f"rejected by sales: {reason}"), event_id)
+            rules.enter(person)
+
+        return _change(session, project, contact, now, work, outcome)
     return outcome
 
 
@@ -558,24 +412,33 @@ def recycle_stale(session: Session, project: Project, now: datetime, limit: int 
         .order_by(Handoff.created_at)
         .limit(limit)
     ).all()
+    days = handoff.stale_after.days
+    why = f"stale {handoff.stage}: not worked by sales within {days} days"
     for row, contact in stale:
-        days = handoff.stale_after.days
         row.outcome, row.outcome_at = "stale", now
         if contact.stage != handoff.stage:
             row.outcome_reason = f"contact moved on to {contact.stage}"
             continue
         row.outcome_reason = f"not worked by sales within {days} days"
-        outcome = Outcome(contact)
-        move = Move(recycle, f"stale {handoff.stage}: not worked by sales within {days} days")
-        _move(session, project, contact, move, now, None, outcome)
-        _enroll(session, project, contact, now, None, outcome)
+
+        def work(person: Person, rules: Rules) -> None:
+            rules.move(person, Move(recycle, why))
+            rules.enter(person)
+
+        _change(session, project, contact, now, work)
     return len(stale)
 
 
-def _hand_off(
-    session: Session, project: Project, contact: Contact, move: Move, now: datetime
+def hand_off(
+    session: Session,
+    project: Project,
+    contact: Contact,
+    move: Move,
+    now: datetime,
+    engagement: float | None = None,
 ) -> None:
-    """Queue the webhook and the note to the owner; both leave after this transaction."""
+    """Queue the webhook and the note to the owner; both leave after this transaction.
+    `engagement`: the contact's at the move (by default, as stored now)."""
     handoff = project.settings.handoff
     assert handoff is not None
     session.flush()
@@ -599,7 +462,8 @@ def _hand_off(
             if handoff.end_nurture
             else "Marketing keeps sending decision content until you accept the lead."
         )
-        engagement = current_engagement(contact, project.settings, now)
+        if engagement is None:
+            engagement = current_engagement(contact, project.settings, now)
         queue_notice(
             session,
             "handoff",
@@ -613,160 +477,30 @@ def _hand_off(
         )
 
 
-def _reopen(session: Session, contact_id: int, now: datetime) -> None:
-    """A recycled person goes back into the nurture that their earlier progress ended."""
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.contact_id == contact_id, Enrollment.status == COMPLETED)
-        .values(status=ACTIVE, due_at=now, ended_at=None, end_reason=None, hold_reason=None)
-    )
-
-
-def _wake(session: Session, contact_id: int, now: datetime) -> None:
-    """Real engagement brings back a person the sunset rule or a used-up track set aside."""
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.contact_id == contact_id, Enrollment.status == WAITING)
-        .values(status=ACTIVE, due_at=now, hold_reason=None)
-    )
-
-
-def wake_waits(session: Session, contact_id: int, kind: str, now: datetime) -> None:
-    """The event a wait_until waits for came: plan the person's waiting enrollments now
-    (their hold reason names the kind: nurture/engagement.py `waiting_reason`)."""
-    session.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.contact_id == contact_id,
-            Enrollment.status == ACTIVE,
-            Enrollment.hold_reason.startswith(f"{WAITS_FOR} {kind} until ", autoescape=True),
-        )
-        .values(due_at=now)
-    )
-
-
-def _hold_account(
-    session: Session, project: Project, contact: Contact, why: str, now: datetime
-) -> None:
-    """Hold the nurture of the other people of this contact's account for a while."""
-    if not contact.account:
-        return
-    until = now + project.settings.account_pause.duration
-    session.execute(
-        update(Contact)
-        .where(Contact.account == contact.account, Contact.id != contact.id)
-        .values(held_until=until, hold_reason=f"account on hold until {until:%Y-%m-%d}: {why}")
-    )
-
-
-def _end_goals(
-    session: Session, project: Project, contact: Contact, now: datetime, kind: str, outcome: Outcome
-) -> None:
-    for enrollment in _open_enrollments(session, contact.id):
-        workflow = project.workflows.get(enrollment.workflow)
-        if workflow is not None and kind in workflow.goals.events:
-            _end(enrollment, COMPLETED, f"goal: {kind}", now, outcome)
-
-
-def _enroll(
+def _change(
     session: Session,
     project: Project,
     contact: Contact,
     now: datetime,
-    kind: str | None,
-    outcome: Outcome,
-) -> None:
-    """Enter every workflow whose entry rule the contact now meets, once per workflow."""
-    settings = project.settings
-    if settings.phase_of(contact.stage) is None:
-        return
-    if session.scalar(select(Suppression.id).where(Suppression.email == contact.email)) is not None:
-        return
-    already = {
-        e.workflow: e
-        for e in session.scalars(select(Enrollment).where(Enrollment.contact_id == contact.id))
-    }
-    variables = condition_variables(contact, settings, now)
-    for workflow in project.workflows.values():
-        if contact.stage in workflow.goals.stages:
-            continue
-        earlier = already.get(workflow.id)
-        if earlier is not None and (
-            earlier.status in (*OPEN_STATUSES, HOLDOUT)  # a holdout stays out for good
-            or earlier.ended_at == now  # what ended it is not a new entry
-            or not workflow.may_reenter(earlier.ended_at, now)
-        ):
-            continue
-        entry = workflow.enter
-        # Entering again takes a new reason to: an entry event, or a move into an entry stage.
-        staged = contact.stage in entry.stages and (
-            earlier is None or any(m.to_stage in entry.stages for m in outcome.moves)
-        )
-        if (
-            staged
-            or (kind is not None and kind in entry.events)
-            or (entry.when is not None and expressions.evaluate(entry.when, variables))
-        ):
-            if earlier is not None:  # `reenter:` lets them in again: from the start
-                earlier.status, earlier.places, earlier.positions = ACTIVE, {}, {}
-                earlier.version, earlier.entered_at, earlier.due_at = None, now, now
-                earlier.last_sent_at, earlier.hold_reason = None, None
-                earlier.ended_at, earlier.end_reason = None, None
-                outcome.enrolled.append(workflow.id)
-                continue
-            out = held_out(workflow.id, str(contact.id), workflow.holdout)
-            session.add(
-                Enrollment(
-                    workflow=workflow.id,
-                    contact_id=contact.id,
-                    status=HOLDOUT if out else ACTIVE,
-                    positions={},
-                    entered_at=now,
-                    due_at=None if out else now,
-                )
-            )
-            outcome.enrolled.append(f"{workflow.id} (held out)" if out else workflow.id)
-    session.flush()
+    work: Callable[[Person, Rules], None],
+    outcome: Outcome | None = None,
+) -> Outcome:
+    """Run `work` on `contact` through the event pipeline's rules and writer
+    (nurture/intake.py `change_people`); the outcome, with what it moved, entered and ended."""
+    from nurture.intake import change_people  # the pipeline is built on this module
 
+    address = contact.email
+    done: list[Decision] = []
 
-def _end(enrollment: Enrollment, status: str, reason: str, now: datetime, outcome: Outcome) -> None:
-    enrollment.status, enrollment.end_reason, enrollment.ended_at = status, reason, now
-    enrollment.due_at = None
-    outcome.ended.append(f"{enrollment.workflow}: {reason}")
+    def run(people: dict[str, Person], decided: Decided) -> None:
+        rules = Rules(project.settings, project.workflows, now, decided)
+        person = people[address]
+        work(person, rules)
+        done.append(rules.decision(person))
 
-
-def _open_enrollments(session: Session, contact_id: int) -> list[Enrollment]:
-    return list(
-        session.scalars(
-            select(Enrollment).where(
-                Enrollment.contact_id == contact_id, Enrollment.status.in_(OPEN_STATUSES)
-            )
-        )
-    )
-
-
-def _scored_objects(session: Session, contact_id: int) -> set[tuple[str, str]]:
-    rows = session.execute(
-        select(ScoreChange.rule, ScoreChange.object_key).where(
-            ScoreChange.contact_id == contact_id, ScoreChange.object_key.is_not(None)
-        )
-    )
-    return {(rule, key) for rule, key in rows if key is not None}
-
-
-def _scored_today(
-    session: Session, project: Project, contact: Contact, now: datetime
-) -> dict[str, int]:
-    """Awards per rule since the start of the contact's local day."""
-    local = now.astimezone(zone_of(contact, project.settings))
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = session.execute(
-        select(ScoreChange.rule, func.count())
-        .where(
-            ScoreChange.contact_id == contact.id,
-            ScoreChange.axis == "engagement",
-            ScoreChange.at >= midnight,
-        )
-        .group_by(ScoreChange.rule)
-    )
-    return {rule: count for rule, count in rows}
+    change_people(session, project, [address], now, run)
+    outcome = outcome or Outcome(contact)
+    outcome.moves += done[0].moves
+    outcome.enrolled += done[0].enrolled
+    outcome.ended += done[0].ended
+    return outcome

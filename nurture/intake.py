@@ -1,44 +1,63 @@
-"""Events in bulk, as the events API receives them: many events in one transaction.
+"""The event pipeline: load the people of a batch, decide (nurture/eventrules.py), write.
 
-Most events only add points: they are scored by the same pure rules as `record_event`, and
-written with a few statements for the whole batch. An event that does more (moves a stage,
-meets a goal, enters a workflow, suppresses, holds an account) goes through `record_event`
-itself, in order, so the outcome is the same as recording the events one by one.
+One path for one event and for a batch of thousands: the CLI, forms, imports, provider
+feedback, the simulator and the events API all come here (`feedback.record_event` is a
+batch of one). Reads are a few set-based statements for the whole batch; the decision is
+pure; the writes are a few executemany statements.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, insert, select, text, tuple_, update
+from sqlalchemy import Connection, Row, Table, bindparam, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from nurture import expressions
-from nurture.config import SUPPRESSING_EVENTS
-from nurture.contacts import condition_variables, current_engagement, profile, zone_of
-from nurture.decisions import ACTIVE, WAITING
-from nurture.feedback import lock_accounts, record_event, upsert_contact
-from nurture.models import Contact, Enrollment, Event, ScoreChange, Suppression
+from nurture.config import PROFILE_FIELDS
+from nurture.contacts import profile
+from nurture.eventrules import Decided, Decision, Enrolled, Incoming, Person, decide
+from nurture.feedback import UnknownContact, hand_off, lock_accounts, upsert_contact
+from nurture.models import (
+    CANCELLED,
+    QUEUED,
+    Contact,
+    Enrollment,
+    Event,
+    Message,
+    ScoreChange,
+    StageMove,
+    Suppression,
+)
 from nurture.project import Project
-from nurture.scoring import as_of, engagement_changes
-from nurture.stages import next_stage
+
+__all__ = ["Incoming", "Recorded", "change_people", "record_batch", "record_events"]
+log = logging.getLogger(__name__)
 
 _CONTACTS = cast(Table, Contact.__table__)
 _EVENTS = cast(Table, Event.__table__)
 _SCORE_CHANGES = cast(Table, ScoreChange.__table__)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    email: str  # normalized
-    kind: str
-    occurred_at: datetime | None = None
-    properties: dict[str, Any] = field(default_factory=dict)
-    client_event_id: str | None = None
+_ENROLLMENTS = cast(Table, Enrollment.__table__)
+#: What the rules read of a contact: the profile, the scores, the stage (not the other
+#: dates, whose conversion is a good part of reading a row).
+_PERSON_COLUMNS = [
+    _CONTACTS.c[name]
+    for name in (
+        *(f for f in PROFILE_FIELDS if f != "email_domain"),
+        "id",
+        "custom",
+        "stage",
+        "stage_since",
+        "fit",
+        "engagement",
+        "engagement_at",
+    )
+]
 
 
 @dataclass
@@ -46,37 +65,6 @@ class Recorded:
     event_id: int | None
     duplicate: bool
     stage: str
-
-
-@dataclass
-class _Person:
-    """What scoring one more event of a contact needs, kept current across the batch."""
-
-    id: int
-    email: str
-    timezone: str | None
-    custom: dict[str, Any]
-    stage: str
-    stage_since: datetime
-    fit: float
-    engagement: float
-    engagement_at: datetime
-    fields: dict[str, Any]
-    client_ids: dict[str, int] = field(default_factory=dict)
-    scored: set[tuple[str, str]] = field(default_factory=set)
-    awards: list[tuple[str, datetime]] = field(default_factory=list)
-    enrolled: set[str] = field(default_factory=set)
-    suppressed: bool = False
-
-
-@dataclass
-class _Pending:
-    events: list[dict[str, Any]] = field(default_factory=list)
-    changes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (event index, row)
-    contacts: dict[int, dict[str, Any]] = field(default_factory=dict)
-    wake: set[int] = field(default_factory=set)
-    results: list[tuple[int, int]] = field(default_factory=list)  # (result index, event index)
-    client_ids: list[tuple[_Person, str, int]] = field(default_factory=list)
 
 
 def record_events(
@@ -88,257 +76,98 @@ def record_events(
     source: str = "api",
 ) -> list[Recorded]:
     """Record `items` in order, in the caller's transaction; contacts not known yet are
-    created (with `source`). Returns one `Recorded` per item, in order.
+    created (with `source`). Returns one `Recorded` per item, in order."""
+    decisions, ids = record_batch(session, project, items, now, source=source)
+    return [
+        Recorded(_event_id(d, ids), d.duplicate, d.stage)
+        for d in decisions  # one per item
+    ]
 
-    The contacts' rows stay locked to the end of the transaction (known ones in the order
-    of their ids, new ones in the order of their addresses), so concurrent batches for one
-    person go one after the other: a client event id is found by the second, an award
-    counted once, an enrollment made once."""
+
+def record_batch(
+    session: Session,
+    project: Project,
+    items: Sequence[Incoming],
+    now: datetime,
+    *,
+    source: str | None = "api",
+) -> tuple[list[Decision], list[int]]:
+    """Record `items`; the decisions, one per item, and the new events' ids. With `source`
+    None an unknown address raises UnknownContact instead of creating the contact.
+
+    The contacts' rows stay locked to the end of the transaction (their accounts first,
+    then the rows in the order of their ids), so concurrent batches for one person go one
+    after the other: a client event id is found by the second, an award counted once, an
+    enrollment made once."""
+    session.flush()  # what the caller changed through the ORM, before reading around it
     people = _load(session, project, items, now)
-    new = [i for i in items if i.email not in people]
-    for address in sorted({i.email for i in new}):
+    new = sorted({i.email for i in items} - set(people))
+    if new and source is None:
+        raise UnknownContact(f"no contact {new[0]}")
+    for address in new:
         upsert_contact(session, project, address, {}, now, on_create={"source": source})
     if new:
         session.flush()
-        people.update(_load(session, project, new, now))
-    special = _special_kinds(project)
-    pending = _Pending()
-    results: list[Recorded] = []
-    for item in items:
-        person = people.get(item.email)
-        if person is None:  # recorded through record_event earlier in this batch
-            _flush(session, pending, results)
-            mine = [i for i in items if i.email == item.email]  # all kinds it may meet
-            person = _load(session, project, mine, now)[item.email]
-            people[item.email] = person
-        if item.client_event_id is not None and item.client_event_id in person.client_ids:
-            known_id = person.client_ids[item.client_event_id]
-            if known_id < 0:  # recorded earlier in this batch, not written yet
-                pending.results.append((len(results), -1 - known_id))
-            results.append(Recorded(known_id, True, person.stage))
-            continue
-        plain = item.kind not in special and _score_plain(project, person, item, now, pending)
-        if plain:
-            pending.results.append((len(results), len(pending.events) - 1))
-            results.append(Recorded(None, False, person.stage))
-            continue
-        _flush(session, pending, results)
-        outcome = record_event(
-            session,
-            project,
-            item.email,
-            item.kind,
-            now,
-            occurred_at=item.occurred_at,
-            properties=item.properties,
-            client_event_id=item.client_event_id,
-        )
-        assert outcome.event is not None
-        results.append(Recorded(outcome.event.id, outcome.duplicate, outcome.contact.stage))
-        session.flush()
-        del people[item.email]
-    _flush(session, pending, results)
-    return results
+        people.update(_load(session, project, [i for i in items if i.email in new], now))
+    decided = decide(project.settings, project.workflows, people, items, now)
+    ids = _write(session, project, decided, people.values(), now)
+    return decided.decisions, ids
 
 
-def _score_plain(
-    project: Project, person: _Person, item: Incoming, now: datetime, pending: _Pending
-) -> bool:
-    """Score `item` for `person` into `pending` and say True, unless it does more than add
-    points (then nothing is changed, and False)."""
-    settings = project.settings
-    props = item.properties
-    event_row = {
-        "contact_id": person.id,
-        "kind": item.kind,
-        "occurred_at": item.occurred_at or now,
-        "recorded_at": now,
-        "properties": props,
-        "client_event_id": item.client_event_id,
-        "message_id": None,
-        "machine": str(props["machine"])[:40] if props.get("machine") else None,
-    }
-    if props.get("machine"):
-        pending.events.append(event_row)
-        return True
-    event_vars = {"kind": item.kind, **props}
-    variables = condition_variables(person, settings, now, event_vars, fields=person.fields)
-    midnight = now.astimezone(zone_of(person, settings)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-    today: dict[str, int] = defaultdict(int)
-    for rule, at in person.awards:
-        if at >= midnight:
-            today[rule] += 1
-    changes = engagement_changes(
-        settings.scoring.engagement.rules,
-        item.kind,
-        props,
-        variables,
-        scored_objects=person.scored,
-        scored_today=today,
-    )
-    changes = as_of(changes, item.occurred_at or now, now, settings.scoring.engagement)
-    before = current_engagement(person, settings, now)
-    engagement = before + sum(c.points for c in changes)
-    after = {**variables, "engagement": engagement} if changes else variables
-    if next_stage(settings.stages, settings.disqualify, person.stage, after, item.kind):
-        return False
-    if _would_enroll(project, person, after):
-        return False
-    pending.events.append(event_row)
-    index = len(pending.events) - 1
-    running = before
-    for change in changes:
-        running += change.points
-        pending.changes.append(
-            (
-                index,
-                {
-                    "contact_id": person.id,
-                    "at": now,
-                    "axis": "engagement",
-                    "points": change.points,
-                    "value_after": running,
-                    "rule": change.rule,
-                    "object_key": change.object_key,
-                },
-            )
-        )
-        if change.object_key is not None:
-            person.scored.add((change.rule, change.object_key))
-        person.awards.append((change.rule, now))
-    if changes:
-        person.engagement, person.engagement_at = engagement, now
-        row = pending.contacts.setdefault(person.id, {"b_id": person.id, "last_engaged_at": None})
-        row.update(engagement=engagement, engagement_at=now)
-        if sum(c.points for c in changes) > 0:
-            row["last_engaged_at"] = now
-            pending.wake.add(person.id)
-    if item.client_event_id is not None:
-        person.client_ids[item.client_event_id] = -1 - index  # its id, once written
-        pending.client_ids.append((person, item.client_event_id, index))
-    return True
+def change_people(
+    session: Session,
+    project: Project,
+    addresses: Iterable[str],
+    now: datetime,
+    work: Callable[[dict[str, Person], Decided], None],
+) -> dict[str, Person]:
+    """What is not an event (a move by hand, a new fit, a profile edit): load the people of
+    `addresses` (locked), let `work` decide with the rules of nurture/eventrules.py into a
+    `Decided`, write it. The people, as they are now."""
+    session.flush()
+    people = _load(session, project, [], now, set(addresses))
+    decided = Decided()
+    work(people, decided)
+    _write(session, project, decided, people.values(), now)
+    return people
 
 
-def _would_enroll(project: Project, person: _Person, variables: dict[str, Any]) -> bool:
-    if project.settings.phase_of(person.stage) is None or person.suppressed:
-        return False
-    for workflow in project.workflows.values():
-        if workflow.id in person.enrolled or person.stage in workflow.goals.stages:
-            continue
-        entry = workflow.enter
-        if person.stage in entry.stages or (
-            entry.when is not None and expressions.evaluate(entry.when, variables)
-        ):
-            return True
-    return False
-
-
-def _special_kinds(project: Project) -> frozenset[str]:
-    """Kinds that may do more than add points, whatever the scores."""
-    settings = project.settings
-    kinds = set(SUPPRESSING_EVENTS) | set(settings.account_pause.events)
-    for workflow in project.workflows.values():
-        kinds |= set(workflow.goals.events) | set(workflow.enter.events) | workflow.waits_on
-    return frozenset(kinds)
-
-
-def _flush(session: Session, pending: _Pending, results: list[Recorded]) -> None:
-    """Write what the plain events decided: events, ledger lines, contacts, wake-ups."""
-    if not pending.events:
-        return
-    connection = session.connection()
-    ids = _new_ids(connection, "events", len(pending.events))
-    connection.execute(
-        insert(_EVENTS), [{**row, "id": id_} for row, id_ in zip(pending.events, ids, strict=True)]
-    )
-    if pending.changes:
-        connection.execute(
-            insert(_SCORE_CHANGES),
-            [{**row, "event_id": ids[index]} for index, row in pending.changes],
-        )
-    if pending.contacts:
-        table = _CONTACTS
-        rows = list(pending.contacts.values())
-        with_last = [r for r in rows if r["last_engaged_at"] is not None]
-        without = [
-            {k: v for k, v in r.items() if k != "last_engaged_at"}
-            for r in rows
-            if r["last_engaged_at"] is None
-        ]
-        target = table.c.id == bindparam("b_id")
-        if with_last:
-            connection.execute(
-                update(table)
-                .where(target)
-                .values(
-                    engagement=bindparam("engagement"),
-                    engagement_at=bindparam("engagement_at"),
-                    last_engaged_at=bindparam("last_engaged_at"),
-                ),
-                with_last,
-            )
-        if without:
-            connection.execute(
-                update(table)
-                .where(target)
-                .values(
-                    engagement=bindparam("engagement"), engagement_at=bindparam("engagement_at")
-                ),
-                without,
-            )
-    if pending.wake:
-        now = pending.events[-1]["recorded_at"]
-        connection.execute(
-            update(Enrollment)
-            .where(Enrollment.contact_id.in_(pending.wake), Enrollment.status == WAITING)
-            .values(status=ACTIVE, due_at=now, hold_reason=None)
-        )
-    for result, index in pending.results:
-        results[result].event_id = ids[index]
-    for person, client_id, index in pending.client_ids:
-        person.client_ids[client_id] = ids[index]
-    session.expire_all()  # ORM objects loaded before these writes are stale now
-    pending.events, pending.changes, pending.results, pending.client_ids = [], [], [], []
-    pending.contacts, pending.wake = {}, set()
-
-
-def _new_ids(connection: Connection, table: str, count: int) -> list[int]:
-    """`count` fresh ids for `table`, so rows and the rows that point to them go in two
-    statements. SQLite: after the largest id (the caller holds the write lock, BEGIN
-    IMMEDIATE); PostgreSQL: from the table's sequence."""
-    if connection.dialect.name == "sqlite":
-        top = connection.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")) or 0
-        return list(range(top + 1, top + 1 + count))
-    query = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
-    return list(connection.scalars(query, {"table": table, "n": count}))
+def _event_id(decision: Decision, ids: list[int]) -> int | None:
+    return decision.stored_id if decision.event is None else ids[decision.event]
 
 
 def _load(
-    session: Session, project: Project, items: Iterable[Incoming], now: datetime
-) -> dict[str, _Person]:
-    """The people behind `items`, with what scoring these events needs, in a few queries:
-    only the client ids, scored objects and awards that these kinds of events can meet."""
+    session: Session,
+    project: Project,
+    items: Iterable[Incoming],
+    now: datetime,
+    addresses: set[str] | None = None,
+) -> dict[str, Person]:
+    """The people behind `items` (or of `addresses`), locked, with what these events' rules
+    need, in a few queries: only the client ids, scored objects and awards these kinds of
+    events can meet."""
     settings = project.settings
     items = list(items)
-    addresses = {i.email for i in items}
-    lock_accounts(
-        session, session.scalars(select(Contact.account).where(Contact.email.in_(addresses)))
-    )
+    if addresses is None:
+        addresses = {i.email for i in items}
     connection = session.connection()
+    lock_accounts(
+        session,
+        connection.scalars(select(_CONTACTS.c.account).where(_CONTACTS.c.email.in_(addresses))),
+    )
     rows: list[Row[Any]] = list(
         connection.execute(
-            select(*_CONTACTS.columns)
+            select(*_PERSON_COLUMNS)
             .where(_CONTACTS.c.email.in_(addresses))
             .order_by(_CONTACTS.c.id)
             .with_for_update()
         )
     )
     people = {
-        row.email: _Person(
+        row.email: Person(
             id=row.id,
             email=row.email,
+            account=row.account,
             timezone=row.timezone,
             custom=row.custom or {},
             stage=row.stage,
@@ -352,15 +181,15 @@ def _load(
     }
     by_id = {p.id: p for p in people.values()}
     ids = list(by_id)
-    client_ids = {
-        (people[i.email].id, i.client_event_id)
-        for i in items
-        if i.client_event_id is not None and i.email in people
-    }
+    if not ids:
+        return people
+    client_ids = {i.client_event_id for i in items if i.client_event_id is not None}
     if client_ids:
+        # Two IN lists, not IN over (contact_id, client_event_id) pairs, which SQLite runs
+        # as a scan of the whole index: this is a lookup per pair of the unique key.
         for contact_id, client_id, event_id in connection.execute(
             select(_EVENTS.c.contact_id, _EVENTS.c.client_event_id, _EVENTS.c.id).where(
-                tuple_(_EVENTS.c.contact_id, _EVENTS.c.client_event_id).in_(client_ids)
+                _EVENTS.c.contact_id.in_(ids), _EVENTS.c.client_event_id.in_(client_ids)
             )
         ):
             by_id[contact_id].client_ids[client_id] = event_id
@@ -379,21 +208,137 @@ def _load(
         ):
             by_id[contact_id].scored.add((rule_name, key))
     capped = {rule.name for rule in rules if rule.max_per_day}
-    if capped:
+    if capped:  # a local day starts at most 14 hours before the UTC one
         for contact_id, rule_name, at in connection.execute(
             select(_SCORE_CHANGES.c.contact_id, _SCORE_CHANGES.c.rule, _SCORE_CHANGES.c.at).where(
                 _SCORE_CHANGES.c.contact_id.in_(ids),
+                _SCORE_CHANGES.c.axis == "engagement",
                 _SCORE_CHANGES.c.rule.in_(capped),
                 _SCORE_CHANGES.c.at >= now - timedelta(days=2),
             )
         ):
             by_id[contact_id].awards.append((rule_name, at))
-    for contact_id, workflow in connection.execute(
-        select(Enrollment.contact_id, Enrollment.workflow).where(Enrollment.contact_id.in_(ids))
+    e = _ENROLLMENTS.c
+    for row in connection.execute(
+        select(e.id, e.contact_id, e.workflow, e.status, e.ended_at, e.hold_reason)
+        .where(e.contact_id.in_(ids))
+        .order_by(e.id)
     ):
-        by_id[contact_id].enrolled.add(workflow)
+        by_id[row.contact_id].enrollments[row.workflow] = Enrolled(
+            row.id, row.workflow, row.status, row.ended_at, row.hold_reason
+        )
     for email in connection.scalars(
         select(Suppression.email).where(Suppression.email.in_(list(people)))
     ):
         people[email].suppressed = True
     return people
+
+
+def _write(
+    session: Session,
+    project: Project,
+    decided: Decided,
+    people: Iterable[Person],
+    now: datetime,
+) -> list[int]:
+    """Write what `decide` decided, in a few statements; the new events' ids."""
+    connection = session.connection()
+    ids = _new_ids(connection, "events", len(decided.events)) if decided.events else []
+    if ids:
+        connection.execute(
+            insert(_EVENTS),
+            [{**row, "id": id_} for row, id_ in zip(decided.events, ids, strict=True)],
+        )
+    if decided.suppressions:
+        rows = [{**row, "source": f"event {ids[i]}"} for i, row in decided.suppressions]
+        build = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        connection.execute(
+            build(Suppression).on_conflict_do_nothing(index_elements=["email"]), rows
+        )
+    if decided.score_changes:
+        connection.execute(
+            insert(_SCORE_CHANGES),
+            [{**row, "event_id": _id(ids, i)} for i, row in decided.score_changes],
+        )
+    if decided.stage_moves:
+        connection.execute(
+            insert(StageMove),
+            [{"event_id": _id(ids, i), **row} for i, row in decided.stage_moves],
+        )
+        for _, row in decided.stage_moves:
+            log.info(
+                "contact %s: %s -> %s",
+                row["contact_id"],
+                row["from_stage"],
+                row["to_stage"],
+                extra={"contact_id": row["contact_id"]},
+            )
+    if decided.cancels:
+        connection.execute(
+            update(Message)
+            .where(
+                Message.contact_id == bindparam("b_contact"),
+                Message.status == QUEUED,
+                Message.phase != bindparam("b_phase"),
+            )
+            .values(status=CANCELLED, error=bindparam("b_error")),
+            decided.cancels,
+        )
+    if decided.holds:
+        connection.execute(
+            update(Contact)
+            .where(Contact.account == bindparam("b_account"), Contact.id != bindparam("b_contact"))
+            .values(held_until=bindparam("held_until"), hold_reason=bindparam("hold_reason")),
+            decided.holds,
+        )
+    people = list(people)
+    _update_by_id(connection, _CONTACTS, [(p.id, p.changed) for p in people if p.changed])
+    new: list[dict[str, Any]] = []
+    changed: list[tuple[int, dict[str, Any]]] = []
+    for person in people:
+        for enrollment in person.enrollments.values():
+            if enrollment.id is None:
+                new.append({**enrollment.changed, "workflow": enrollment.workflow})
+                new[-1]["contact_id"] = person.id
+            elif enrollment.changed:
+                changed.append((enrollment.id, enrollment.changed))
+    _update_by_id(connection, _ENROLLMENTS, changed)
+    if new:
+        connection.execute(insert(_ENROLLMENTS), new)
+    for handoff in decided.handoffs:
+        contact = session.get(Contact, handoff.person.id, populate_existing=True)
+        assert contact is not None
+        hand_off(session, project, contact, handoff.move, now, handoff.engagement)
+    session.expire_all()  # ORM objects loaded before these writes are stale now
+    return ids
+
+
+def _id(ids: list[int], index: int | None) -> int | None:
+    return None if index is None else ids[index]
+
+
+def _update_by_id(
+    connection: Connection, table: Table, rows: list[tuple[int, dict[str, Any]]]
+) -> None:
+    """UPDATE each row's changed columns: one executemany per set of columns."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for id_, values in rows:
+        groups[tuple(sorted(values))].append({"b_id": id_, **values})
+    for names, batch in groups.items():
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values({name: bindparam(name) for name in names})
+        )
+        connection.execute(statement, batch)
+
+
+def _new_ids(connection: Connection, table: str, count: int) -> list[int]:
+    """`count` fresh ids for `table`, so rows and the rows that point to them go in two
+    statements. SQLite: after the largest id (the caller holds the write lock, BEGIN
+    IMMEDIATE); PostgreSQL: from the table's sequence."""
+    if connection.dialect.name == "sqlite":
+        top = connection.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")) or 0
+        return list(range(top + 1, top + 1 + count))
+    query = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
+    return list(connection.scalars(query, {"table": table, "n": count}))

@@ -149,13 +149,14 @@ def test_nurture_event_at_a_past_time_decays(project_dir: Path) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_late_events_in_bulk_equal_one_by_one(project_dir: Path, tmp_path: Path, seed: int) -> None:
-    """The events API's bulk path and record_event agree on late events too."""
+    """The event pipeline and the event path it replaced agree on late events too."""
     import random
 
     from nurture.db import write_transaction
-    from nurture.feedback import record_event, upsert_contact
+    from nurture.feedback import upsert_contact
     from nurture.intake import Incoming, record_events
     from nurture.models import Contact
+    from tests.reference_events import reference_record_event
     from tests.test_intake import events, fresh, state
 
     rng = random.Random(seed)
@@ -177,7 +178,7 @@ def test_late_events_in_bulk_equal_one_by_one(project_dir: Path, tmp_path: Path,
         with write_transaction(single.database) as session:
             if session.scalar(select(Contact.id).where(Contact.email == item.email)) is None:
                 upsert_contact(session, single.project, item.email, {"source": "api"}, now)
-            record_event(
+            reference_record_event(
                 session,
                 single.project,
                 item.email,

@@ -1,23 +1,27 @@
-"""The events API's bulk path gives exactly what recording the events one by one gives."""
+"""The event pipeline, in batches, gives exactly what the event path it replaced gives,
+one event at a time through the ORM (tests/reference_events.py)."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from nurture.clock import FixedClock
 from nurture.db import sessions, write_transaction
-from nurture.feedback import record_event, upsert_contact
+from nurture.feedback import upsert_contact
 from nurture.intake import Incoming, record_events
 from nurture.models import Contact, Enrollment, Event, ScoreChange, StageMove, Suppression
 from nurture.runtime import Runtime, open_runtime
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE
+from tests.reference_events import reference_record_event
 
 PEOPLE = ["ana@acme.example", "bo@beta.example", "cy@gmail.com", "dee@acme.example"]
 URLS = ["/blog/a", "/pricing", "/demo", "/careers", "/blog/b"]
@@ -120,7 +124,7 @@ def test_bulk_equals_one_by_one(project_dir: Path, tmp_path: Path, seed: int) ->
             with write_transaction(single.database) as session:
                 if session.scalar(select(Contact.id).where(Contact.email == item.email)) is None:
                     upsert_contact(session, single.project, item.email, {"source": "api"}, now)
-                record_event(
+                reference_record_event(
                     session,
                     single.project,
                     item.email,
@@ -133,3 +137,39 @@ def test_bulk_equals_one_by_one(project_dir: Path, tmp_path: Path, seed: int) ->
             assert isinstance(rt.clock, FixedClock)
             rt.clock.advance(timedelta(hours=1))
     assert state(bulk) == state(single)
+
+
+def test_the_rules_import_no_database_web_or_clock() -> None:
+    """eventrules.py decides from data alone: importing it pulls in no I/O layer."""
+    code = (
+        "import sys, nurture.eventrules; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'flask')"
+        " or m in ('nurture.clock', 'nurture.db', 'nurture.models')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_duplicate_check_searches_the_unique_key(project_dir: Path, tmp_path: Path) -> None:
+    """The look-up of a batch's client ids is an index search on SQLite, not a scan of the
+    whole index (its cost must not grow with the events table)."""
+    rt = fresh(project_dir, tmp_path, "plan.db")
+    seen: list[tuple[str, Any]] = []
+
+    def spy(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "client_event_id" in statement and statement.lstrip().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    engine = rt.database
+    event.listen(engine, "before_cursor_execute", spy)
+    items = [Incoming(PEOPLE[n % 4], "page_visited", None, {}, f"p{n}") for n in range(8)]
+    with write_transaction(engine) as session:
+        record_events(session, rt.project, items, rt.clock.now())
+    event.remove(engine, "before_cursor_execute", spy)
+    assert seen, "no duplicate check ran"
+    with engine.connect() as connection:
+        for statement, parameters in seen:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            details = " ".join(str(row[-1]) for row in plan)
+            assert "SEARCH events USING" in details and "SCAN events" not in details, details
