@@ -54,6 +54,10 @@ class Situation:
     who: str = ""
     #: When the person entered the workflow (a wait_until counting from entry).
     entered: datetime | None = None
+    #: Every piece with a message row for them, whatever its status, under its current id
+    #: (renames applied): the outbox's unique key allows one row per piece, so these are
+    #: passed over even when not received (a failed send, a piece renamed since).
+    recorded: Set[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ def next_action(s: Situation, now: datetime) -> Action:
         engagement=s.engagement,
         who=s.who,
         entered=s.entered,
+        recorded=s.recorded,
     )
     if isinstance(plan, Exhausted):
         return Idle(WAITING, plan.reason, plan.places, marks=plan.marks)
@@ -167,6 +172,7 @@ def next_action(s: Situation, now: datetime) -> Action:
         engagement=s.engagement,
         who=s.who,
         entered=s.entered,
+        recorded=s.recorded,
     )
     if isinstance(following, Send):
         return Go(plan, now, None, plan.places, plan.marks)

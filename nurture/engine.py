@@ -125,6 +125,10 @@ class History:
 
     sent: dict[int, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     received: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: Per contact, every piece with a message row in any status (renames applied): what
+    #: the outbox's unique key (contact, content) holds, read so that a piece renamed with
+    #: `renamed_from:`, or whose send failed, is passed over and never inserted again.
+    recorded: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     account: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     everyone: list[datetime] = field(default_factory=list)
     suppressed: dict[str, str] = field(default_factory=dict)
@@ -354,13 +358,16 @@ class Dispatcher:
             select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
         ):
             history.suppressed[email] = reason
-        for contact_id, content_id, sent_at in session.execute(
-            select(Message.contact_id, Message.content_id, Message.sent_at)
-            .where(Message.contact_id.in_(list(contacts)), Message.status.in_(COUNTED))
+        for contact_id, content_id, sent_at, status in session.execute(
+            select(Message.contact_id, Message.content_id, Message.sent_at, Message.status)
+            .where(Message.contact_id.in_(list(contacts)))
             .order_by(Message.sent_at)
         ):
-            history.sent[contact_id].append(sent_at)
-            history.received[contact_id].add(self.project.canonical(content_id))
+            piece = self.project.canonical(content_id)
+            history.recorded[contact_id].add(piece)
+            if status in COUNTED:
+                history.sent[contact_id].append(sent_at)
+                history.received[contact_id].add(piece)
         if self._journeys():
             self._engagement(session, list(contacts), history)
         if caps.account_per_day and accounts:
@@ -475,7 +482,7 @@ class Dispatcher:
         """What the pure decision needs about one claimed enrollment."""
         settings = self.project.settings
         person = cast(ContactLike, contact)
-        places, held = self.place(enrollment, contact, history.received[contact.id])
+        places, held = self.place(enrollment, contact, history.recorded[contact.id])
         return Situation(
             workflow_id=enrollment.workflow,
             workflow=self.project.workflows.get(enrollment.workflow),
@@ -499,6 +506,7 @@ class Dispatcher:
             engagement=history.engagement.get(contact.id),
             who=str(contact.id),
             entered=enrollment.entered_at,
+            recorded=history.recorded[contact.id],
         )
 
     def _step(
@@ -571,6 +579,7 @@ class Dispatcher:
             for times in (situation.sent, situation.account_sent, situation.global_sent):
                 cast(list[datetime], times).append(now)
             history.received[contact.id].add(action.plan.step.content)
+            history.recorded[contact.id].add(action.plan.step.content)
 
     def _reserve(
         self,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from nurture.db import lock_for_transaction, sessions, write_transaction
 from nurture.decisions import ACTIVE, EXITED, PAUSED, WAITING
-from nurture.models import CANCELLED, FAILED, Contact, Enrollment, Message, WorkflowVersion
+from nurture.models import Contact, Enrollment, Message, WorkflowVersion
 from nurture.project import SETTINGS_FILE, Project
 from nurture.versions import (
     HELD,
@@ -150,13 +150,14 @@ def survey(session: Session, project: Project) -> Survey:
 
 
 def _received(session: Session, project: Project, contacts: Iterable[int]) -> dict[int, set[str]]:
+    """Per contact, every piece with a message row (any status, renames applied): the
+    outbox's unique key allows one row per person and piece, so the planner passes these over."""
     received: dict[int, set[str]] = defaultdict(set)
     ids = sorted(contacts)
     for start in range(0, len(ids), _CHUNK):
         for contact_id, content_id in session.execute(
             select(Message.contact_id, Message.content_id).where(
-                Message.contact_id.in_(ids[start : start + _CHUNK]),
-                Message.status.not_in((FAILED, CANCELLED)),
+                Message.contact_id.in_(ids[start : start + _CHUNK])
             )
         ):
             received[contact_id].add(project.canonical(content_id))

@@ -446,5 +446,12 @@ def _result(
         messages_by_phase={p: by_phase.get(p, 0) for p in ("discovery", "evaluation", "decision")},
         events=events,
         deferrals=deferrals,
-        violations=violations(sent, moves, suppressed, settings, settings.caps.policy()),
+        violations=violations(
+            sent,
+            moves,
+            suppressed,
+            settings,
+            settings.caps.policy(),
+            aliases=runtime.project.content_aliases,
+        ),
     )

@@ -5,6 +5,7 @@ nobody is dropped silently, everyone is due, waiting with a reason, or ended wit
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -12,12 +13,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nurture.audit import stranded
 from nurture.clock import FixedClock
 from nurture.db import sessions
-from nurture.models import Contact, Enrollment, Message, WorkflowVersion
+from nurture.models import FAILED, Contact, Enrollment, Message, WorkflowVersion
 from nurture.runtime import Runtime, open_runtime
 from nurture.versions import HELD, Kind, StepInfo, carry
 from tests.conftest import MONDAY_MORNING
@@ -60,13 +61,12 @@ BASE = [(A, "0d"), (B, "1d"), (C, "1d")]
 
 
 @pytest.fixture
-def rt(project_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
+def rt(project_dir: Path, database_url: str) -> Iterator[Runtime]:
+    """The edit tests run on a SQLite file and on PostgreSQL (`database_url`)."""
     (project_dir / "workflows" / "webinar-follow-up.yaml").unlink()
     (project_dir / "workflows" / "guide-nurture.yaml").unlink()
     write_workflow(project_dir, "edits", workflow(BASE, [(E1, "1d"), (E2, "1d")]))
-    runtime = open_runtime(
-        project_dir, clock=FixedClock(MONDAY_MORNING), database=f"sqlite:///{tmp_path / 'e.db'}"
-    )
+    runtime = open_runtime(project_dir, clock=FixedClock(MONDAY_MORNING), database=database_url)
     yield runtime
     runtime.database.dispose()
 
@@ -157,14 +157,7 @@ def test_reordered_steps_are_found_by_id(rt: Runtime) -> None:
 def test_a_renamed_piece_is_not_sent_again(rt: Runtime) -> None:
     population(rt)
     before = check(rt)
-    content = rt.project.root / "content" / "discovery"
-    old = (content / "activation-metrics.mjml").read_text()
-    (content / "activation-metrics.mjml").unlink()
-    for path in content.glob("activation-metrics.*.mjml"):
-        path.unlink()
-    (content / "activation-guide.mjml").write_text(
-        old.replace("---\n", "---\nrenamed_from: [discovery/activation-metrics]\n", 1)
-    )
+    rename_piece(rt.project.root, B, "discovery/activation-guide")
     renamed = [(A, "0d"), ("discovery/activation-guide", "1d"), (C, "1d")]
     write_workflow(rt.project.root, "edits", workflow(renamed))
     run(rt, 24 * 4)
@@ -172,6 +165,43 @@ def test_a_renamed_piece_is_not_sent_again(rt: Runtime) -> None:
     for email, pieces in after.items():
         assert len(pieces) == 3, (email, before[email], pieces)
         assert sorted(pieces) == sorted([A, "discovery/activation-guide", C])
+
+
+def rename_piece(root: Path, old: str, new: str) -> None:
+    """`content/<old>.mjml` becomes `content/<new>.mjml`, saying `renamed_from: [old]`."""
+    content = root / "content"
+    text = (content / f"{old}.mjml").read_text()
+    for path in content.glob(f"{old}*.mjml"):
+        path.unlink()
+    (content / f"{new}.mjml").write_text(
+        text.replace("---\n", f"---\nrenamed_from: [{old}]\n", 1), encoding="utf-8"
+    )
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_a_piece_with_a_message_row_is_never_inserted_again(rt: Runtime, renamed: bool) -> None:
+    """The outbox keeps one row per person and piece, whatever its status: B's sends failed,
+    B is moved after C (and renamed), and nobody gets a second row for B under any name
+    (before: a renamed B went out again; a plain B broke the batch on the unique key)."""
+    population(rt)
+    with sessions(rt.database)() as session:
+        session.execute(update(Message).where(Message.content_id == B).values(status=FAILED))
+        session.commit()
+        failed = set(session.scalars(select(Message.contact_id).where(Message.status == FAILED)))
+    assert failed
+    guide = "discovery/activation-guide"
+    if renamed:
+        rename_piece(rt.project.root, B, guide)
+    write_workflow(
+        rt.project.root, "edits", workflow([(A, "0d"), (C, "1d"), (guide if renamed else B, "1d")])
+    )
+    run(rt, 24 * 4)
+    with sessions(rt.database)() as session:
+        rows = session.execute(select(Message.contact_id, Message.content_id)).all()
+    pieces = Counter((contact, rt.project.canonical(content)) for contact, content in rows)
+    assert [key for key, n in pieces.items() if n > 1] == []
+    got = {contact for contact, content in rows if content == C}
+    assert failed <= got  # they went on with the rest of the track
 
 
 def test_a_renamed_workflow_file_keeps_its_people(rt: Runtime) -> None:
