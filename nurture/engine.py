@@ -221,9 +221,17 @@ class Dispatcher:
             self.project = project
             self._policies.clear()
             self.sender = project.settings.sender.model_dump()
-        counts = sync_versions(self.database, self.project, self.clock.now())
-        for workflow, kinds in counts.items():
-            log.info("workflow %s: %s", workflow, ", ".join(f"{n} {k}" for k, n in kinds.items()))
+        synced = sync_versions(self.database, self.project, self.clock.now())
+        for change in synced.changes:
+            kinds = synced.counts.get(change.workflow, Counter[str]())
+            moved = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "nobody in flight"
+            log.info("workflow %s: %s; %s", change.workflow, change.describe(), moved)
+        changed = {change.workflow for change in synced.changes}
+        for workflow, kinds in synced.counts.items():
+            if workflow not in changed:
+                log.info(
+                    "workflow %s: %s", workflow, ", ".join(f"{n} {k}" for k, n in kinds.items())
+                )
         return not first
 
     def wake_waiting(self) -> int:

@@ -204,11 +204,12 @@ class Enrollment(Base):
 
 
 class WorkflowVersion(Base):
-    """Each distinct text of a workflow file the engine ran: enrollments point at one by
-    (`workflow`, `digest`); `outline` is its steps per track, in order (id, content, wait)."""
+    """Each change of a workflow file the engine took up: enrollments point at one by
+    (`workflow`, `digest`); `outline` is its steps per track, in order (id, content, wait).
+    A file put back to an earlier text is a new number with that version's digest (a revert)."""
 
     __tablename__ = "workflow_versions"
-    __table_args__ = (UniqueConstraint("workflow", "digest"),)
+    __table_args__ = (UniqueConstraint("workflow", "number"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     workflow: Mapped[str] = mapped_column(String(100))

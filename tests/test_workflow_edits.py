@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
@@ -296,8 +297,10 @@ def test_carry_never_resends_and_always_says_why(old: list[str], new: list[str],
     unreached_old = [i for i in old[at + 1 :] if i in new]
     if unreached_old:
         assert result.now is not None and result.kind in (Kind.CONTINUE, Kind.MOVE)
+    if result.kind is Kind.FINISH:  # only who had a step to come: never who was done
+        assert result.was is not None and result.now is None
     if not new:
-        assert result.kind in (Kind.HOLD, Kind.FINISH)
+        assert result.kind in (Kind.HOLD, Kind.FINISH, Kind.CONTINUE)
         assert (result.kind is Kind.HOLD) == bool(old[at + 1 :])
 
 
@@ -369,6 +372,88 @@ def test_plan_shows_what_an_edit_will_do_and_changes_nothing(rt: Runtime, tmp_pa
     assert sum(groups.values()) == len(enrollments(rt))
     text = CliRunner().invoke(main, ["--project", str(rt.project.root), "--db", url, "plan"])
     assert "steps removed: discovery/activation-metrics" in text.output
-    assert f"move: next {C} instead of {B}" in text.output
+    assert f"move: next step {C} instead of step {B}" in text.output
     with sessions(rt.database)() as session:
         assert session.scalars(select(WorkflowVersion.number)).all() == [1]
+
+
+def plan(rt: Runtime, *options: str) -> Result:
+    from click.testing import CliRunner
+
+    from nurture.cli import main
+
+    root, url = str(rt.project.root), str(rt.database.url)
+    result = CliRunner().invoke(main, ["--project", root, "--db", url, "plan", *options])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_file_put_back_is_a_version_change_planned_and_logged(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """v1 -> v2 -> the text of v1 again: plan says so, the engine records version 3 (the
+    digest of 1) and logs each change at INFO."""
+    import logging
+
+    from nurture.project import load_project
+    from nurture.reload import edit_plan, format_plan
+
+    population(rt)
+    first = (rt.project.root / "workflows" / "edits.yaml").read_text()
+    caplog.set_level(logging.INFO, logger="nurture.engine")
+    write_workflow(rt.project.root, "edits", workflow([(A, "0d"), (C, "1d")], [(E1, "1d")]))
+    run(rt, 12)
+    assert "workflow edits: version 1 -> 2;" in caplog.text
+    write_workflow(rt.project.root, "edits", first)
+    # (the plan read as `nurture plan` does: the command sets up logging its own way)
+    (entry,) = edit_plan(rt.database, load_project(rt.project.root))
+    assert (entry["changed"], entry["from_version"], entry["restores"]) == (True, 2, 1)
+    assert "edits: version 2 -> 3 (the text of version 1 again)" in format_plan([entry])
+    run(rt, 12)
+    assert "workflow edits: version 2 -> 3 (the text of version 1 again);" in caplog.text
+    with sessions(rt.database)() as session:
+        rows = session.execute(
+            select(WorkflowVersion.number, WorkflowVersion.digest).order_by(WorkflowVersion.number)
+        ).all()
+        on = set(session.scalars(select(Enrollment.version).where(Enrollment.status != "exited")))
+    assert [n for n, _ in rows] == [1, 2, 3] and rows[2][1] == rows[0][1] != rows[1][1]
+    assert on == {rows[2][1]}
+    assert "edits: unchanged (version 3)" in plan(rt).output
+
+
+def test_plan_counts_only_people_the_edit_changes_in_the_order_they_meet_it(rt: Runtime) -> None:
+    """C (the last step) removed and B given an id of its own: who got C is unaffected (not
+    "finish"), who waits for C finishes, who waits for B continues with it under its new
+    id; each count equals one done in SQL, listed continue, move, finish, hold."""
+    import json
+
+    population(rt)
+    with sessions(rt.database)() as session:
+        had = {
+            piece: set(
+                session.scalars(select(Message.contact_id).where(Message.content_id == piece))
+            )
+            for piece in (A, B, C)
+        }
+    assert had[C] and had[B] - had[C] and had[A] - had[B]
+    text = workflow([(A, "0d"), (B, "1d")]).replace(
+        f"{{content: {B},", f"{{id: second, content: {B},"
+    )
+    write_workflow(rt.project.root, "edits", text)
+    (entry,) = json.loads(plan(rt, "--json").output)
+    groups = {(g["kind"], g["from"], g["to"]): g["count"] for g in entry["people"]}
+    assert groups == {
+        ("continue", None, None): len(had[C]),
+        ("move", B, "second"): len(had[A] - had[B]),
+        ("finish", C, None): len(had[B] - had[C]),
+    }
+    assert [g["kind"] for g in entry["people"]] == ["continue", "move", "finish"]
+    lines = plan(rt).output.splitlines()
+    people = [line.strip() for line in lines if " people " in line or " person " in line]
+    assert [p.split(": ")[0].split()[-1] for p in people] == ["unaffected", "move", "finish"]
+    assert people[0].endswith(
+        f"unaffected: {len(had[C])} had finished their track and still have nothing left"
+    )
+    assert f"move: next step second ({B}) instead of step {B}" in people[1]
+    assert f"finish: nothing left for them instead of step {C}" in people[2]
+    assert f"  steps added: second ({B})" in lines

@@ -1,0 +1,39 @@
+"""workflow version reverts: a file put back to an earlier text is a new version
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-11-23 18:40:00
+
+A workflow's versions were unique by (workflow, digest), so putting a file back to an
+earlier text recorded nothing while the engine carried people back to it. Versions are now
+unique by (workflow, number): a revert is recorded as the next number, with the same digest
+as the version it restores.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0013"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_NAME = "uq_workflow_versions_workflow"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("workflow_versions") as batch:
+        batch.drop_constraint(_NAME, type_="unique")
+        batch.create_unique_constraint(_NAME, ["workflow", "number"])
+
+
+def downgrade() -> None:
+    # Keep the first row of each (workflow, digest): the later ones were reverts.
+    op.execute(
+        "DELETE FROM workflow_versions WHERE id NOT IN "
+        "(SELECT MIN(id) FROM workflow_versions GROUP BY workflow, digest)"
+    )
+    with op.batch_alter_table("workflow_versions") as batch:
+        batch.drop_constraint(_NAME, type_="unique")
+        batch.create_unique_constraint(_NAME, ["workflow", "digest"])
