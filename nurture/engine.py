@@ -101,7 +101,10 @@ _IN_FLIGHT_PER_CONNECTION = 8
 class Report:
     sent: int = 0
     deferred: int = 0
-    waiting: int = 0
+    #: Due, but their next step's wait has not run out: planned again when it does.
+    later: int = 0
+    #: Nothing to send until something changes (track done, paused, held, no track).
+    idle: int = 0
     ended: int = 0
     failed: int = 0
     #: Handed to the server, no answer: maybe delivered, never sent again.
@@ -111,7 +114,8 @@ class Report:
     def add(self, other: Report) -> None:
         self.sent += other.sent
         self.deferred += other.deferred
-        self.waiting += other.waiting
+        self.later += other.later
+        self.idle += other.idle
         self.ended += other.ended
         self.failed += other.failed
         self.unknown += other.unknown
@@ -183,7 +187,7 @@ class Dispatcher:
         while not self.stopping.is_set():
             batch = self.dispatch_batch(now)
             report.add(batch)
-            handled = batch.sent + batch.deferred + batch.waiting + batch.ended
+            handled = batch.sent + batch.deferred + batch.later + batch.idle + batch.ended
             handled += batch.failed + batch.unknown
             if handled < self.batch_size:
                 break
@@ -551,10 +555,10 @@ class Dispatcher:
                 places=action.places,
                 due_at=action.until,
             )
-            report.waiting += 1
+            report.idle += 1
         elif isinstance(action, Later):
             row.update(due_at=action.until, places=action.places, hold_reason=action.reason)
-            report.waiting += 1
+            report.later += 1
         elif isinstance(action, Defer):
             decision = action.decision
             row.update(due_at=decision.send_at, hold_reason=decision.reason, places=action.places)

@@ -17,6 +17,7 @@ from nurture.feedback import UnknownContact
 from nurture.models import Contact, Enrollment
 from nurture.runtime import Runtime
 from nurture.versions import HELD
+from nurture.words import counted
 
 _LOOKAHEAD = 4
 
@@ -44,7 +45,7 @@ def explain(runtime: Runtime, email: str) -> list[str]:
     lines = [
         f"{contact.email}{f' ({name})' if name else ''}: stage {contact.stage} since "
         f"{_when(contact.stage_since, zone)}; fit {contact.fit:g}; "
-        f"{len(history.sent[contact.id])} emails so far; time zone {zone.key}"
+        f"{counted(len(history.sent[contact.id]), 'email')} so far; time zone {zone.key}"
     ]
     suppression = history.suppressed.get(contact.email)
     if suppression:

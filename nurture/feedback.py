@@ -48,6 +48,7 @@ from nurture.project import Project
 from nurture.providers import Feedback
 from nurture.scoring import Change, as_of, engagement_changes, fit_score
 from nurture.stages import Move, next_stage
+from nurture.words import counted
 
 log = logging.getLogger(__name__)
 OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
@@ -563,9 +564,11 @@ def recycle_stale(session: Session, project: Project, now: datetime, limit: int 
         if contact.stage != handoff.stage:
             row.outcome_reason = f"contact moved on to {contact.stage}"
             continue
-        row.outcome_reason = f"not worked by sales within {days} days"
+        row.outcome_reason = f"not worked by sales within {counted(days, 'day')}"
         outcome = Outcome(contact)
-        move = Move(recycle, f"stale {handoff.stage}: not worked by sales within {days} days")
+        move = Move(
+            recycle, f"stale {handoff.stage}: not worked by sales within {counted(days, 'day')}"
+        )
         _move(session, project, contact, move, now, None, outcome)
         _enroll(session, project, contact, now, None, outcome)
     return len(stale)

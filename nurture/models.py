@@ -49,6 +49,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 #: cancelled when a stage move made a queued email the wrong one.
 QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
 CANCELLED = "cancelled"
+#: Every status a message can have, in the order of its life.
+MESSAGE_STATUSES = (QUEUED, SENDING, SENT, UNKNOWN, FAILED, CANCELLED)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

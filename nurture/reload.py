@@ -37,6 +37,7 @@ from nurture.versions import (
     outline_to_json,
     place,
 )
+from nurture.words import counted
 
 OPEN = (ACTIVE, WAITING, PAUSED)
 _CHUNK = 500
@@ -415,10 +416,6 @@ def _step(key: str, *, contents: Mapping[str, str]) -> str:
     return f"{key} ({contents[key]})" if key in contents else key
 
 
-def _people(n: int) -> str:
-    return f"{n} {'person' if n == 1 else 'people'}"
-
-
 def format_plan(report: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for entry in report:
@@ -454,9 +451,9 @@ def format_plan(report: list[dict[str, Any]]) -> list[str]:
             parts += (
                 [f"{done} had finished their track and still have nothing left"] if done else []
             )
-            lines.append(f"  {_people(going + done)} unaffected: {', '.join(parts)}")
+            lines.append(f"  {counted(going + done, 'person')} unaffected: {', '.join(parts)}")
         for group in entry["people"]:
-            who = _people(group["count"])
+            who = counted(group["count"], "person")
             if group["kind"] == Kind.CONTINUE:
                 continue
             if group["kind"] == Kind.MOVE:

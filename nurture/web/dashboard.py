@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from nurture.contacts import current_engagement, profile
-from nurture.content import SAMPLE_UNSUBSCRIBE_URL, render_email, sample_contact
+from nurture.content import preview_unsubscribe_url, render_email, sample_contact
 from nurture.db import sessions, write_transaction
 from nurture.diagram import workflow_svgs
 from nurture.explain import explain
@@ -210,7 +210,8 @@ def content_page() -> str:
                 abort(404)
             contact = profile(found, project.settings)
     sender = project.settings.sender.model_dump()
-    rendered = render_email(piece, contact, sender, SAMPLE_UNSUBSCRIBE_URL)
+    unsubscribe = preview_unsubscribe_url(project.settings.base_url)
+    rendered = render_email(piece, contact, sender, unsubscribe)
     subjects = {"": piece.front.subject_lines} | {
         language: translation.front.subject_lines
         for language, translation in sorted(piece.translations.items())
