@@ -520,12 +520,22 @@ def sales_outcome(
     reason: str,
     now: datetime,
 ) -> Outcome:
-    """Sales accepts a handed-off lead (it is being worked) or rejects it (recycled)."""
+    """Sales accepts a handed-off lead (it is being worked) or rejects it (recycled).
+    Refused, with nothing written, for someone never handed to sales."""
     settings = project.settings
     if settings.handoff is None:
         raise ValueError("handoff: no hand-off is configured in nurture.yaml")
     if not accepted and not reason.strip():
         raise ValueError("reason: say why sales rejects the lead")
+    address = normalize_email(email)
+    known = session.scalar(select(Contact.id).where(Contact.email == address))
+    if known is not None and not session.scalar(
+        select(func.count()).select_from(Handoff).where(Handoff.contact_id == known)
+    ):
+        raise ValueError(
+            f"outcome: {address} was never handed to sales (no hand-off recorded; it happens "
+            f"at stage {settings.handoff.stage}); nothing recorded"
+        )
     kind = "sales_accepted" if accepted else "sales_rejected"
     outcome = record_event(session, project, email, kind, now, properties={"reason": reason})
     contact = outcome.contact

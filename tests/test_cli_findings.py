@@ -14,7 +14,7 @@ from nurture.cli import main
 from nurture.clock import FixedClock, SystemClock
 from nurture.db import sessions
 from nurture.explain import explain
-from nurture.models import FAILED, MESSAGE_STATUSES, Enrollment, Message
+from nurture.models import FAILED, MESSAGE_STATUSES, Enrollment, Event, Message, StageMove
 from nurture.runtime import Runtime, open_runtime
 from nurture.words import counted
 from tests.conftest import MONDAY_MORNING
@@ -101,3 +101,19 @@ def test_tick_says_who_is_due_later(project_dir: Path, database_url: str) -> Non
         assert later == 1
     finally:
         runtime.database.dispose()
+
+
+def test_a_sales_outcome_needs_a_hand_off(fixed: Runtime) -> None:
+    """`contact sales ... accepted` for a lead never handed to sales is refused, and
+    nothing is recorded (no event, no stage move)."""
+    add_contact(fixed, "ana@acme.example", **PROFILE)
+    root, url = str(fixed.project.root), str(fixed.database.url)
+    result = CliRunner().invoke(
+        main, ["--project", root, "--db", url, "contact", "sales", "ana@acme.example", "accepted"]
+    )
+    assert result.exit_code == 1
+    assert "ana@acme.example was never handed to sales" in result.output
+    with sessions(fixed.database)() as session:
+        kinds = set(session.scalars(select(Event.kind)))
+        stages = session.scalars(select(StageMove.to_stage)).all()
+    assert "sales_accepted" not in kinds and stages == ["contact", "lead"]
