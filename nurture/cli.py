@@ -21,6 +21,7 @@ from nurture.apikeys import create_key, revoke_key
 from nurture.clock import FileClock, as_utc
 from nurture.contacts import normalize_email
 from nurture.content import preview_unsubscribe_url, render_email, sample_contact
+from nurture.db import close as close_database
 from nurture.db import make_engine, sessions, upgrade
 from nurture.feedback import (
     Outcome,
@@ -252,6 +253,7 @@ def run(obj: Context) -> None:
         runtime.dispatcher.stop()  # the batch in hand is finished, no other started
         scheduler.shutdown(wait=True)
         server.close()
+        close_database(runtime.database)
         click.echo("stopped")
 
 
@@ -316,6 +318,7 @@ def worker(
     finally:
         runtime.dispatcher.stop()  # the batch in hand is finished, no other started
         scheduler.shutdown(wait=True)
+        close_database(runtime.database)
         click.echo("stopped")
 
 
@@ -564,13 +567,26 @@ def demo(obj: Context, days: int, contacts: int, port: int) -> None:
     password = random_words.token_urlsafe(12)
     with sessions(runtime.database).begin() as session:
         create_user(session, "demo@nurture.example", password, runtime.clock.now())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a clean stop, exit code 0
+    emails = sum(result.messages_by_phase.values())
     click.echo(
-        f"{sum(result.messages_by_phase.values())} emails, "
-        f"{sum(result.events.values())} events, stages {result.stages}"
+        f"{counted(emails, 'email')}, {counted(sum(result.events.values()), 'event')}; stages: "
+        + ", ".join(f"{stage} {n}" for stage, n in result.stages.items())
     )
     click.echo(f"dashboard: http://127.0.0.1:{port}/  login: demo@nurture.example / {password}")
     click.echo("Ctrl-C stops.")
-    waitress.serve(create_app(runtime), host="127.0.0.1", port=port, threads=4, _quiet=True)
+    server = waitress.create_server(create_app(runtime), host="127.0.0.1", port=port, threads=4)
+    web = threading.Thread(target=server.run, name="web", daemon=True)
+    web.start()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        close_database(runtime.database)
+        click.echo("stopped")
 
 
 @main.group()
