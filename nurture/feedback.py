@@ -270,7 +270,7 @@ def record_event(
     outcome.changes = changes
     if any(kind in w.waits_on for w in project.workflows.values()):
         wake_waits(session, contact.id, kind, now)
-    _apply_stage_rules(session, project, contact, now, event_vars, event, outcome)
+    _apply_stage_rules(session, project, contact, now, event_vars, event, outcome, before=variables)
     _end_goals(session, project, contact, now, kind, outcome)
     if kind in settings.account_pause.events:
         _hold_account(session, project, contact, f"{contact.email} had {kind}", now)
@@ -279,9 +279,18 @@ def record_event(
 
 
 def move_stage(
-    session: Session, project: Project, email: str, stage: str, reason: str, now: datetime
+    session: Session,
+    project: Project,
+    email: str,
+    stage: str,
+    reason: str,
+    now: datetime,
+    *,
+    by_hand: bool = True,
 ) -> Outcome:
-    """A move made by a person (sales recycles a lead, say): any direction, with its reason."""
+    """A move made by a person (sales recycles a lead, say): any direction, with its reason,
+    recorded `by_hand` (the stage then holds against the score rules until the scores cross
+    a threshold again: nurture/stages.py). A workflow's move_stage action is not by hand."""
     if stage not in project.settings.stage_names:
         raise ValueError(f"stage: unknown stage {stage!r}")
     if not reason.strip():
@@ -291,7 +300,7 @@ def move_stage(
         raise UnknownContact(f"no contact {email}")
     outcome = Outcome(contact)
     if stage != contact.stage:
-        _move(session, project, contact, Move(stage, reason), now, None, outcome)
+        _move(session, project, contact, Move(stage, reason), now, None, outcome, by_hand=by_hand)
         _enroll(session, project, contact, now, None, outcome)
     return outcome
 
@@ -437,17 +446,41 @@ def _apply_stage_rules(
     event: Event | None,
     outcome: Outcome,
     cause: str | None = None,
+    before: dict[str, Any] | None = None,
 ) -> None:
+    """Move the contact by the stage rules; `before` holds the variables from before the
+    event's score changes (a stage set by hand yields only to a threshold crossed again)."""
     settings = project.settings
     for _ in range(len(settings.stage_names)):
         variables = condition_variables(contact, settings, now, event_vars)
         kind = event_vars["kind"] if event_vars else None
         move = next_stage(settings.stages, settings.disqualify, contact.stage, variables, kind)
+        if move is not None and move.reason.startswith("rule ") and _by_hand(session, contact):
+            move = next_stage(
+                settings.stages,
+                settings.disqualify,
+                contact.stage,
+                variables,
+                kind,
+                by_hand=True,
+                before=before,
+            )
         if move is None:
             return
         if cause:
             move = Move(move.to_stage, f"{move.reason} ({cause})")
         _move(session, project, contact, move, now, event, outcome)
+
+
+def _by_hand(session: Session, contact: Contact) -> bool:
+    """Whether the contact's current stage was set by a person (its latest move, by hand)."""
+    latest = session.scalar(
+        select(StageMove.by_hand)
+        .where(StageMove.contact_id == contact.id)
+        .order_by(StageMove.at.desc(), StageMove.id.desc())
+        .limit(1)
+    )
+    return bool(latest)
 
 
 def _move(
@@ -458,6 +491,8 @@ def _move(
     now: datetime,
     event: Event | None,
     outcome: Outcome,
+    *,
+    by_hand: bool = False,
 ) -> None:
     """Record the move and re-route the contact's enrollments in the same transaction."""
     session.add(
@@ -468,6 +503,7 @@ def _move(
             to_stage=move.to_stage,
             reason=move.reason,
             event_id=event.id if event else None,
+            by_hand=by_hand,
         )
     )
     settings = project.settings

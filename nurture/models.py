@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -175,6 +176,9 @@ class StageMove(Base):
     to_stage: Mapped[str] = mapped_column(String(50))
     reason: Mapped[str] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    #: Made by a person (`nurture contact stage`, the API, the dashboard): the stage holds
+    #: against the score rules until the scores cross a threshold again (nurture/stages.py).
+    by_hand: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Enrollment(Base):

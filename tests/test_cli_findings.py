@@ -4,6 +4,7 @@ number equal to a count in SQL, and the names that say what they count."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,12 @@ from nurture.cli import main
 from nurture.clock import FixedClock, SystemClock
 from nurture.db import sessions
 from nurture.explain import explain
+from nurture.feedback import move_stage
 from nurture.models import FAILED, MESSAGE_STATUSES, Enrollment, Event, Message, StageMove
 from nurture.runtime import Runtime, open_runtime
 from nurture.words import counted
 from tests.conftest import MONDAY_MORNING
-from tests.helpers import PROFILE, add_contact
+from tests.helpers import PROFILE, add_contact, contact, event
 
 #: No quiet hours and every day a sending day: what a test sends does not depend on the hour.
 CAPS = (
@@ -117,3 +119,40 @@ def test_a_sales_outcome_needs_a_hand_off(fixed: Runtime) -> None:
         kinds = set(session.scalars(select(Event.kind)))
         stages = session.scalars(select(StageMove.to_stage)).all()
     assert "sales_accepted" not in kinds and stages == ["contact", "lead"]
+
+
+def test_a_stage_lowered_by_hand_holds_until_the_scores_cross_again(
+    project_dir: Path, database_url: str
+) -> None:
+    """MQL by the score rule, lowered to lead by hand: a later event that leaves the scores
+    above the threshold keeps them lead; once decayed below it, an event that crosses it
+    again makes them MQL. Every move in the ledger, the one by hand marked so."""
+    clock = FixedClock(MONDAY_MORNING)
+    rt = open_runtime(project_dir, clock=clock, database=database_url)
+    try:
+        ana = "ana@acme.example"
+        add_contact(rt, ana, stage=None, **PROFILE)
+        event(rt, ana, "form_submitted", form="guide")
+        event(rt, ana, "content_downloaded", asset="guide")
+        event(rt, ana, "page_visited", url="https://keel.example/pricing")
+        assert contact(rt, ana).stage == "mql"
+        with sessions(rt.database).begin() as session:
+            move_stage(session, rt.project, ana, "lead", "not ready, says the call", clock.now())
+        event(rt, ana, "webinar_registered")  # engagement 45 -> 55: no crossing
+        assert contact(rt, ana).stage == "lead"
+        clock.advance(timedelta(days=60))  # two half-lives: about 14
+        event(rt, ana, "page_visited", url="https://keel.example/demo")  # +25: 35 crossed
+        assert contact(rt, ana).stage == "mql"
+        with sessions(rt.database)() as session:
+            ledger = session.execute(
+                select(StageMove.to_stage, StageMove.by_hand).order_by(StageMove.id)
+            ).all()
+        assert [tuple(row) for row in ledger] == [
+            ("contact", False),
+            ("lead", False),
+            ("mql", False),
+            ("lead", True),
+            ("mql", False),
+        ]
+    finally:
+        rt.database.dispose()

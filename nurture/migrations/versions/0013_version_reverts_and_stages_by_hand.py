@@ -1,4 +1,4 @@
-"""workflow version reverts: a file put back to an earlier text is a new version
+"""workflow version reverts and stage moves by hand
 
 Revision ID: 0013
 Revises: 0012
@@ -8,10 +8,14 @@ A workflow's versions were unique by (workflow, digest), so putting a file back 
 earlier text recorded nothing while the engine carried people back to it. Versions are now
 unique by (workflow, number): a revert is recorded as the next number, with the same digest
 as the version it restores.
+
+`stage_moves.by_hand`: the move was made by a person; the stage then holds against the
+score rules until the scores cross a threshold again.
 """
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
@@ -23,12 +27,18 @@ _NAME = "uq_workflow_versions_workflow"
 
 
 def upgrade() -> None:
+    op.add_column(
+        "stage_moves",
+        sa.Column("by_hand", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     with op.batch_alter_table("workflow_versions") as batch:
         batch.drop_constraint(_NAME, type_="unique")
         batch.create_unique_constraint(_NAME, ["workflow", "number"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("stage_moves") as batch:
+        batch.drop_column("by_hand")
     # Keep the first row of each (workflow, digest): the later ones were reverts.
     op.execute(
         "DELETE FROM workflow_versions WHERE id NOT IN "
