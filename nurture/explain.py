@@ -14,7 +14,7 @@ from nurture.decisions import WAITING, Defer, End, Go, Idle, Later, next_action
 from nurture.durations import format_duration
 from nurture.engine import History
 from nurture.feedback import UnknownContact
-from nurture.models import Contact, Enrollment
+from nurture.models import Contact, Enrollment, StageMove
 from nurture.runtime import Runtime
 from nurture.versions import HELD
 from nurture.words import counted
@@ -40,6 +40,12 @@ def explain(runtime: Runtime, email: str) -> list[str]:
         ).all()
         history = dispatcher.history(session, now, {contact.id: contact}, lock=False)
         dispatcher.load_versions(session, enrollments)
+        latest = session.execute(
+            select(StageMove.by_hand, StageMove.reason)
+            .where(StageMove.contact_id == contact.id)
+            .order_by(StageMove.at.desc(), StageMove.id.desc())
+            .limit(1)
+        ).first()
     zone = ZoneInfo(contact.timezone or settings.timezone)
     name = " ".join(p for p in (contact.first_name, contact.last_name, contact.company) if p)
     lines = [
@@ -47,6 +53,11 @@ def explain(runtime: Runtime, email: str) -> list[str]:
         f"{_when(contact.stage_since, zone)}; fit {contact.fit:g}; "
         f"{counted(len(history.sent[contact.id]), 'email')} so far; time zone {zone.key}"
     ]
+    if latest is not None and latest.by_hand:
+        lines.append(
+            f"Stage {contact.stage} set by hand ({latest.reason}): the score rules raise it "
+            "only when an event makes their scores cross a threshold again."
+        )
     suppression = history.suppressed.get(contact.email)
     if suppression:
         lines.append(

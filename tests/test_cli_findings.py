@@ -140,6 +140,10 @@ def test_a_stage_lowered_by_hand_holds_until_the_scores_cross_again(
             move_stage(session, rt.project, ana, "lead", "not ready, says the call", clock.now())
         event(rt, ana, "webinar_registered")  # engagement 45 -> 55: no crossing
         assert contact(rt, ana).stage == "lead"
+        assert (
+            "Stage lead set by hand (not ready, says the call): the score rules raise it only "
+            "when an event makes their scores cross a threshold again."
+        ) in explain(rt, ana)
         clock.advance(timedelta(days=60))  # two half-lives: about 14
         event(rt, ana, "page_visited", url="https://keel.example/demo")  # +25: 35 crossed
         assert contact(rt, ana).stage == "mql"
