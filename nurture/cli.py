@@ -831,11 +831,11 @@ def suppress(obj: Context, email: str, reason: str, source: str) -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.pass_context
 def messages(ctx: click.Context, status: str | None, limit: int) -> None:
-    """How many messages are in each status, or (--status) list them; `unknown` ones wait
-    for a person to settle them (nurture messages settle)."""
+    """How many messages are in each status, then the `unknown` ones (they wait for a person
+    to settle them: nurture messages settle); --status lists the messages in one status."""
     if ctx.invoked_subcommand is not None:
         return
-    from nurture.models import Message
+    from nurture.models import UNKNOWN, Message
 
     runtime = ctx.obj.runtime()
     if status is None:
@@ -845,7 +845,10 @@ def messages(ctx: click.Context, status: str | None, limit: int) -> None:
             )
         for name in (*MESSAGE_STATUSES, *sorted(set(counts) - set(MESSAGE_STATUSES))):
             click.echo(f"{name}\t{counts.get(name, 0)}")
-        return
+        if not counts.get(UNKNOWN):
+            return
+        click.echo("unknown, to settle:")
+        status = UNKNOWN
     with sessions(runtime.database)() as session:
         rows = session.execute(
             select(Message.id, Contact.email, Message.content_id, Message.created_at, Message.error)
