@@ -90,7 +90,12 @@ def violations(
     suppressed: Mapping[str, datetime],
     settings: Settings,
     policy: Policy,
+    *,
+    aliases: Mapping[str, str] | None = None,
 ) -> list[str]:
+    """Every broken invariant in the records. `aliases` (earlier content id -> the piece
+    that now bears it, `Project.content_aliases`) makes a piece renamed with `renamed_from:`
+    the same piece: whoever got it under its old id must not get it under the new one."""
     found: list[str] = []
     phases = {stage.name: stage.phase for stage in settings.stages}
     stage_history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
@@ -103,7 +108,15 @@ def violations(
         by_person[record.email].append(record)
     for email, records in by_person.items():
         found.extend(
-            _person(email, records, stage_history[email], suppressed.get(email), phases, policy)
+            _person(
+                email,
+                records,
+                stage_history[email],
+                suppressed.get(email),
+                phases,
+                policy,
+                aliases or {},
+            )
         )
     if policy.account_per_day is not None:
         found.extend(_accounts(sent, policy.account_per_day))
@@ -135,15 +148,19 @@ def _person(
     suppressed_at: datetime | None,
     phases: Mapping[str, str | None],
     policy: Policy,
+    aliases: Mapping[str, str],
 ) -> Iterable[str]:
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     per_day: dict[object, int] = defaultdict(int)
     times = [r.sent_at for r in records]
     for index, record in enumerate(records):
         where = f"{email}: {record.content_id} at {record.sent_at.isoformat()}"
-        if record.content_id in seen:
-            yield f"{where}: content sent twice"
-        seen.add(record.content_id)
+        piece = aliases.get(record.content_id, record.content_id)
+        if piece in seen:
+            earlier = seen[piece]
+            also = f" (earlier as {earlier})" if earlier != record.content_id else ""
+            yield f"{where}: content sent twice{also}"
+        seen.setdefault(piece, record.content_id)
         stage = _stage_at(history, record.sent_at)
         if stage is not None and stage != record.stage:
             yield f"{where}: recorded stage {record.stage}, but the ledger says {stage}"

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture import eventtime
 from nurture.apikeys import create_key, revoke_key
 from nurture.clock import FileClock, as_utc
 from nurture.contacts import normalize_email
-from nurture.content import SAMPLE_UNSUBSCRIBE_URL, render_email, sample_contact
+from nurture.content import preview_unsubscribe_url, render_email, sample_contact
+from nurture.db import close as close_database
 from nurture.db import make_engine, sessions, upgrade
 from nurture.feedback import (
     Outcome,
@@ -38,13 +39,14 @@ from nurture.logs import FORMAT_ENV as LOG_FORMAT_ENV
 from nurture.logs import LEVEL_ENV as LOG_LEVEL_ENV
 from nurture.logs import LEVELS as LOG_LEVELS
 from nurture.logs import setup as setup_logs
-from nurture.models import ApiKey, Contact
+from nurture.models import MESSAGE_STATUSES, ApiKey, Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.redact import redact_text
 from nurture.runtime import Runtime, check_start, database_url, open_runtime
 from nurture.transport import NullTransport, OutboxTransport
 from nurture.users import create_user, end_sessions, find_user, set_password
+from nurture.words import counted
 
 T = TypeVar("T")
 #: `--at`: an instant, UTC unless an offset is given.
@@ -310,6 +312,7 @@ def run(obj: Context) -> None:
         runtime.dispatcher.stop()  # the batch in hand is finished, no other started
         scheduler.shutdown(wait=True)
         server.close()
+        close_database(runtime.database)
         click.echo("stopped")
 
 
@@ -374,6 +377,7 @@ def worker(
     finally:
         runtime.dispatcher.stop()  # the batch in hand is finished, no other started
         scheduler.shutdown(wait=True)
+        close_database(runtime.database)
         click.echo("stopped")
 
 
@@ -445,8 +449,8 @@ def tick(obj: Context) -> None:
         click.echo(f"reconciled: {unknown} unknown after a stop, {late} delivered late")
     report = runtime.dispatcher.tick()
     click.echo(
-        f"{report.sent} sent, {report.deferred} deferred, {report.waiting} waiting, "
-        f"{report.ended} ended, {report.failed} failed"
+        f"{report.sent} sent, {report.deferred} deferred, {report.later} due later, "
+        f"{report.idle} idle, {report.ended} ended, {report.failed} failed"
     )
     done = run_periodic(runtime, runtime.clock.now())
     if any(done.values()):
@@ -482,8 +486,8 @@ def rescore(obj: Context, everyone: bool) -> None:
         with click.progressbar(length=total, label="rescoring", file=sys.stderr) as bar:
             done = rescore_all(runtime.project, runtime.database, now, cause, progress=bar.update)
     click.echo(
-        f"{done.cause}\n{done.contacts} contacts rescored: {done.changed} fits changed, "
-        f"{done.moved} stage moves"
+        f"{done.cause}\n{counted(done.contacts, 'contact')} rescored: "
+        f"{counted(done.changed, 'fit')} changed, {counted(done.moved, 'stage move')}"
     )
 
 
@@ -610,7 +614,9 @@ def demo(obj: Context, days: int, contacts: int, port: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for old in path.parent.glob("demo.db*"):
         old.unlink()
-    click.echo(f"simulating {contacts} people over {days} days into {path} ...")
+    click.echo(
+        f"simulating {counted(contacts, 'person')} over {counted(days, 'day')} into {path} ..."
+    )
     with _days_bar(days, "simulating", quiet=False) as advance:
         result = simulate(
             obj.root, days=days, contacts=contacts, seed=1, database=str(path), progress=advance
@@ -620,13 +626,26 @@ def demo(obj: Context, days: int, contacts: int, port: int) -> None:
     password = random_words.token_urlsafe(12)
     with sessions(runtime.database).begin() as session:
         create_user(session, "demo@nurture.example", password, runtime.clock.now())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a clean stop, exit code 0
+    emails = sum(result.messages_by_phase.values())
     click.echo(
-        f"{sum(result.messages_by_phase.values())} emails, "
-        f"{sum(result.events.values())} events, stages {result.stages}"
+        f"{counted(emails, 'email')}, {counted(sum(result.events.values()), 'event')}; stages: "
+        + ", ".join(f"{stage} {n}" for stage, n in result.stages.items())
     )
     click.echo(f"dashboard: http://127.0.0.1:{port}/  login: demo@nurture.example / {password}")
     click.echo("Ctrl-C stops.")
-    waitress.serve(create_app(runtime), host="127.0.0.1", port=port, threads=4, _quiet=True)
+    server = waitress.create_server(create_app(runtime), host="127.0.0.1", port=port, threads=4)
+    web = threading.Thread(target=server.run, name="web", daemon=True)
+    web.start()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        close_database(runtime.database)
+        click.echo("stopped")
 
 
 @main.group()
@@ -864,19 +883,31 @@ def suppress(obj: Context, email: str, reason: str, source: str) -> None:
 @main.group(invoke_without_command=True)
 @click.option(
     "--status",
-    default="unknown",
-    show_default=True,
-    type=click.Choice(["queued", "sending", "sent", "failed", "unknown"]),
+    default=None,
+    type=click.Choice(MESSAGE_STATUSES),
+    help="List the messages in this status (without it: how many are in each).",
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.pass_context
-def messages(ctx: click.Context, status: str, limit: int) -> None:
-    """List messages by status; `unknown` ones wait for a person to settle them."""
+def messages(ctx: click.Context, status: str | None, limit: int) -> None:
+    """How many messages are in each status, then the `unknown` ones (they wait for a person
+    to settle them: nurture messages settle); --status lists the messages in one status."""
     if ctx.invoked_subcommand is not None:
         return
-    from nurture.models import Message
+    from nurture.models import UNKNOWN, Message
 
     runtime = ctx.obj.runtime()
+    if status is None:
+        with sessions(runtime.database)() as session:
+            counts = dict(
+                session.execute(select(Message.status, func.count()).group_by(Message.status)).all()
+            )
+        for name in (*MESSAGE_STATUSES, *sorted(set(counts) - set(MESSAGE_STATUSES))):
+            click.echo(f"{name}\t{counts.get(name, 0)}")
+        if not counts.get(UNKNOWN):
+            return
+        click.echo("unknown, to settle:")
+        status = UNKNOWN
     with sessions(runtime.database)() as session:
         rows = session.execute(
             select(Message.id, Contact.email, Message.content_id, Message.created_at, Message.error)
@@ -1019,9 +1050,8 @@ def preview(
             if found is None:
                 raise click.ClickException(f"no contact {email}")
             contact = profile(found, project.settings)
-    rendered = render_email(
-        piece, contact, project.settings.sender.model_dump(), SAMPLE_UNSUBSCRIBE_URL
-    )
+    unsubscribe = preview_unsubscribe_url(project.settings.base_url)
+    rendered = render_email(piece, contact, project.settings.sender.model_dump(), unsubscribe)
     body = rendered.text if text else rendered.html
     if output:
         output.write_text(body, encoding="utf-8")
@@ -1117,6 +1147,11 @@ def simulate(
             f"{result.contacts} {'new ' if resume else ''}contacts over {days} simulated days "
             f"(seed {result.seed}{', resumed' if resume else ''}), database {database}"
         )
+        if resume:
+            click.echo(
+                "stages, emails and deferrals below: totals in the database, since the "
+                "simulation began"
+            )
         click.echo("stages:   " + "  ".join(f"{k} {v}" for k, v in result.stages.items()))
         click.echo(
             "emails:   " + "  ".join(f"{k} {v}" for k, v in result.messages_by_phase.items())

@@ -168,6 +168,12 @@ SAMPLE_CONTACT: dict[str, Any] = {
 SAMPLE_UNSUBSCRIBE_URL = "https://example.com/u/sample"
 
 
+def preview_unsubscribe_url(base_url: str) -> str:
+    """The unsubscribe link of a preview: on the project's own `base_url`, with a token no
+    message has (following it unsubscribes nobody)."""
+    return f"{base_url.rstrip('/')}/u/preview"
+
+
 def sample_contact(custom_fields: Iterable[str], language: str | None = None) -> dict[str, Any]:
     """The sample person with every profile field, each custom field and the given language."""
     contact = {name: SAMPLE_CONTACT.get(name, f"example {name}") for name in PROFILE_FIELDS}

@@ -61,6 +61,10 @@ class Situation:
     hour_held_until: datetime | None = None
     #: Everyone's real engagement per local hour: the hour of people without their own.
     project_hours: sendtime.Hours = field(default_factory=sendtime.Hours)
+    #: Every piece with a message row for them, whatever its status, under its current id
+    #: (renames applied): the outbox's unique key allows one row per piece, so these are
+    #: passed over even when not received (a failed send, a piece renamed since).
+    recorded: Set[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ def next_action(s: Situation, now: datetime) -> Action:
         engagement=s.engagement,
         who=s.who,
         entered=s.entered,
+        recorded=s.recorded,
     )
     if isinstance(plan, Exhausted):
         return Idle(WAITING, plan.reason, plan.places, marks=plan.marks)
@@ -171,6 +176,7 @@ def next_action(s: Situation, now: datetime) -> Action:
         engagement=s.engagement,
         who=s.who,
         entered=s.entered,
+        recorded=s.recorded,
     )
     if isinstance(following, Send):
         return Go(plan, now, None, plan.places, plan.marks, chosen)

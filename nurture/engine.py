@@ -103,7 +103,10 @@ _IN_FLIGHT_PER_CONNECTION = 8
 class Report:
     sent: int = 0
     deferred: int = 0
-    waiting: int = 0
+    #: Due, but their next step's wait has not run out: planned again when it does.
+    later: int = 0
+    #: Nothing to send until something changes (track done, paused, held, no track).
+    idle: int = 0
     ended: int = 0
     failed: int = 0
     #: Handed to the server, no answer: maybe delivered, never sent again.
@@ -113,7 +116,8 @@ class Report:
     def add(self, other: Report) -> None:
         self.sent += other.sent
         self.deferred += other.deferred
-        self.waiting += other.waiting
+        self.later += other.later
+        self.idle += other.idle
         self.ended += other.ended
         self.failed += other.failed
         self.unknown += other.unknown
@@ -127,6 +131,10 @@ class History:
 
     sent: dict[int, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     received: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: Per contact, every piece with a message row in any status (renames applied): what
+    #: the outbox's unique key (contact, content) holds, read so that a piece renamed with
+    #: `renamed_from:`, or whose send failed, is passed over and never inserted again.
+    recorded: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     account: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     everyone: list[datetime] = field(default_factory=list)
     suppressed: dict[str, str] = field(default_factory=dict)
@@ -187,7 +195,7 @@ class Dispatcher:
         while not self.stopping.is_set():
             batch = self.dispatch_batch(now)
             report.add(batch)
-            handled = batch.sent + batch.deferred + batch.waiting + batch.ended
+            handled = batch.sent + batch.deferred + batch.later + batch.idle + batch.ended
             handled += batch.failed + batch.unknown
             if handled < self.batch_size:
                 break
@@ -225,9 +233,17 @@ class Dispatcher:
             self.project = project
             self._policies.clear()
             self.sender = project.settings.sender.model_dump()
-        counts = sync_versions(self.database, self.project, self.clock.now())
-        for workflow, kinds in counts.items():
-            log.info("workflow %s: %s", workflow, ", ".join(f"{n} {k}" for k, n in kinds.items()))
+        synced = sync_versions(self.database, self.project, self.clock.now())
+        for change in synced.changes:
+            kinds = synced.counts.get(change.workflow, Counter[str]())
+            moved = ", ".join(f"{n} {k}" for k, n in kinds.items()) or "nobody in flight"
+            log.info("workflow %s: %s; %s", change.workflow, change.describe(), moved)
+        changed = {change.workflow for change in synced.changes}
+        for workflow, kinds in synced.counts.items():
+            if workflow not in changed:
+                log.info(
+                    "workflow %s: %s", workflow, ", ".join(f"{n} {k}" for k, n in kinds.items())
+                )
         return not first
 
     def wake_waiting(self) -> int:
@@ -365,13 +381,16 @@ class Dispatcher:
             select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
         ):
             history.suppressed[email] = reason
-        for contact_id, content_id, sent_at in session.execute(
-            select(Message.contact_id, Message.content_id, Message.sent_at)
-            .where(Message.contact_id.in_(list(contacts)), Message.status.in_(COUNTED))
+        for contact_id, content_id, sent_at, status in session.execute(
+            select(Message.contact_id, Message.content_id, Message.sent_at, Message.status)
+            .where(Message.contact_id.in_(list(contacts)))
             .order_by(Message.sent_at)
         ):
-            history.sent[contact_id].append(sent_at)
-            history.received[contact_id].add(self.project.canonical(content_id))
+            piece = self.project.canonical(content_id)
+            history.recorded[contact_id].add(piece)
+            if status in COUNTED:
+                history.sent[contact_id].append(sent_at)
+                history.received[contact_id].add(piece)
         if self._journeys():
             self._engagement(session, list(contacts), history)
         if any(w.uses_send_time for w in self.project.workflows.values()):
@@ -530,7 +549,7 @@ class Dispatcher:
         """What the pure decision needs about one claimed enrollment."""
         settings = self.project.settings
         person = cast(ContactLike, contact)
-        places, held = self.place(enrollment, contact, history.received[contact.id])
+        places, held = self.place(enrollment, contact, history.recorded[contact.id])
         return Situation(
             workflow_id=enrollment.workflow,
             workflow=self.project.workflows.get(enrollment.workflow),
@@ -559,6 +578,7 @@ class Dispatcher:
                 enrollment.due_at if sendtime.MARK in (enrollment.hold_reason or "") else None
             ),
             project_hours=history.project_hours,
+            recorded=history.recorded[contact.id],
         )
 
     def _step(
@@ -595,10 +615,10 @@ class Dispatcher:
                 places=action.places,
                 due_at=action.until,
             )
-            report.waiting += 1
+            report.idle += 1
         elif isinstance(action, Later):
             row.update(due_at=action.until, places=action.places, hold_reason=action.reason)
-            report.waiting += 1
+            report.later += 1
         elif isinstance(action, Defer):
             decision = action.decision
             row.update(due_at=decision.send_at, hold_reason=decision.reason, places=action.places)
@@ -632,6 +652,7 @@ class Dispatcher:
             for times in (situation.sent, situation.account_sent, situation.global_sent):
                 cast(list[datetime], times).append(now)
             history.received[contact.id].add(action.plan.step.content)
+            history.recorded[contact.id].add(action.plan.step.content)
 
     def _reserve(
         self,

@@ -78,6 +78,9 @@ class Person:
     today: dict[str, int] | None = None  # awards per rule today, from `awards`
     enrollments: dict[str, Enrolled] = field(default_factory=dict)
     suppressed: bool = False
+    #: The current stage was set by a person (its latest move was by hand): it holds against
+    #: the score rules until a threshold is crossed again (nurture/stages.py `next_stage`).
+    stage_by_hand: bool = False
     changed: dict[str, Any] = field(default_factory=dict)  # contact columns to write
 
 
@@ -241,7 +244,9 @@ def _event(
         for enrollment in person.enrollments.values():
             if enrollment.status == ACTIVE and (enrollment.hold_reason or "").startswith(prefix):
                 enrollment.set(due_at=now)
-    stage_rules(settings, workflows, person, now, event_vars, index, decision, out)
+    stage_rules(
+        settings, workflows, person, now, event_vars, index, decision, out, before=variables
+    )
     for enrollment in _open(person):
         workflow = workflows.get(enrollment.workflow)
         if workflow is not None and item.kind in workflow.goals.events:
@@ -271,13 +276,23 @@ def stage_rules(
     decision: Decision,
     out: Decided,
     cause: str | None = None,
+    before: Mapping[str, Any] | None = None,
 ) -> None:
     """Apply the automatic stage moves the person now meets (after event `index`, if any;
-    `cause` is added to each move's reason)."""
+    `cause` is added to each move's reason). `before` holds the variables from before the
+    event's score changes: a stage set by hand yields only to a threshold crossed again."""
     kind = event_vars["kind"] if event_vars else None
     for _ in range(len(settings.stage_names)):
         variables = condition_variables(person, settings, now, event_vars, fields=person.fields)
-        found = next_stage(settings.stages, settings.disqualify, person.stage, variables, kind)
+        found = next_stage(
+            settings.stages,
+            settings.disqualify,
+            person.stage,
+            variables,
+            kind,
+            by_hand=person.stage_by_hand,
+            before=before,
+        )
         if found is None:
             return
         if cause:
@@ -295,9 +310,12 @@ def move(
     decision: Decision,
     out: Decided,
     event_id: int | None = None,
+    *,
+    by_hand: bool = False,
 ) -> None:
     """Record the move (caused by event `index` of the batch, or the stored `event_id`, if
-    any) and re-route the person's enrollments: hand-off, hold, recycling, goals, exits."""
+    any; `by_hand` when a person made it) and re-route the person's enrollments: hand-off,
+    hold, recycling, goals, exits."""
     out.stage_moves.append(
         (
             index,
@@ -308,9 +326,11 @@ def move(
                 "from_stage": person.stage,
                 "to_stage": move.to_stage,
                 "reason": move.reason,
+                "by_hand": by_hand,
             },
         )
     )
+    person.stage_by_hand = by_hand
     names = settings.stage_names
     upward = names.index(move.to_stage) > names.index(person.stage)
     _set(person, stage=move.to_stage, stage_since=now)
@@ -394,9 +414,22 @@ class Rules:
     def rescore_fit(self, person: Person, cause: str | None) -> bool:
         return rescore_fit(self.settings, person, self.now, cause, self.out)
 
-    def move(self, person: Person, to: Move, event_id: int | None = None) -> None:
+    def move(
+        self, person: Person, to: Move, event_id: int | None = None, *, by_hand: bool = False
+    ) -> None:
         found = self.decision(person)
-        move(self.settings, self.workflows, person, to, self.now, None, found, self.out, event_id)
+        move(
+            self.settings,
+            self.workflows,
+            person,
+            to,
+            self.now,
+            None,
+            found,
+            self.out,
+            event_id,
+            by_hand=by_hand,
+        )
 
     def stage_rules(self, person: Person, cause: str | None = None) -> None:
         found = self.decision(person)

@@ -15,9 +15,10 @@ from nurture.durations import format_duration
 from nurture.engine import History
 from nurture.feedback import UnknownContact
 from nurture.holdouts import HOLDOUT
-from nurture.models import Contact, Enrollment
+from nurture.models import Contact, Enrollment, StageMove
 from nurture.runtime import Runtime
 from nurture.versions import HELD
+from nurture.words import counted
 
 _LOOKAHEAD = 4
 
@@ -40,13 +41,24 @@ def explain(runtime: Runtime, email: str) -> list[str]:
         ).all()
         history = dispatcher.history(session, now, {contact.id: contact}, lock=False)
         dispatcher.load_versions(session, enrollments)
+        latest = session.execute(
+            select(StageMove.by_hand, StageMove.reason)
+            .where(StageMove.contact_id == contact.id)
+            .order_by(StageMove.at.desc(), StageMove.id.desc())
+            .limit(1)
+        ).first()
     zone = ZoneInfo(contact.timezone or settings.timezone)
     name = " ".join(p for p in (contact.first_name, contact.last_name, contact.company) if p)
     lines = [
         f"{contact.email}{f' ({name})' if name else ''}: stage {contact.stage} since "
         f"{_when(contact.stage_since, zone)}; fit {contact.fit:g}; "
-        f"{len(history.sent[contact.id])} emails so far; time zone {zone.key}"
+        f"{counted(len(history.sent[contact.id]), 'email')} so far; time zone {zone.key}"
     ]
+    if latest is not None and latest.by_hand:
+        lines.append(
+            f"Stage {contact.stage} set by hand ({latest.reason}): the score rules raise it "
+            "only when an event makes their scores cross a threshold again."
+        )
     suppression = history.suppressed.get(contact.email)
     if suppression:
         lines.append(

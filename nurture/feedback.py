@@ -42,6 +42,7 @@ from nurture.project import Project
 from nurture.providers import Feedback
 from nurture.scoring import Change, fit_score
 from nurture.stages import Move
+from nurture.words import counted
 
 #: Hand-off webhook states: pending (to post), delivered, failed (gave up), off (no webhook).
 PENDING, DELIVERED, GAVE_UP, OFF = "pending", "delivered", "failed", "off"
@@ -228,9 +229,18 @@ def record_event(
 
 
 def move_stage(
-    session: Session, project: Project, email: str, stage: str, reason: str, now: datetime
+    session: Session,
+    project: Project,
+    email: str,
+    stage: str,
+    reason: str,
+    now: datetime,
+    *,
+    by_hand: bool = True,
 ) -> Outcome:
-    """A move made by a person (sales recycles a lead, say): any direction, with its reason."""
+    """A move made by a person (sales recycles a lead, say): any direction, with its reason,
+    recorded `by_hand` (the stage then holds against the score rules until the scores cross
+    a threshold again: nurture/stages.py). A workflow's move_stage action is not by hand."""
     if stage not in project.settings.stage_names:
         raise ValueError(f"stage: unknown stage {stage!r}")
     if not reason.strip():
@@ -241,7 +251,7 @@ def move_stage(
 
     def work(person: Person, rules: Rules) -> None:
         if stage != person.stage:
-            rules.move(person, Move(stage, reason))
+            rules.move(person, Move(stage, reason), by_hand=by_hand)
             rules.enter(person)
 
     return _change(session, project, contact, now, work)
@@ -370,12 +380,22 @@ def sales_outcome(
     reason: str,
     now: datetime,
 ) -> Outcome:
-    """Sales accepts a handed-off lead (it is being worked) or rejects it (recycled)."""
+    """Sales accepts a handed-off lead (it is being worked) or rejects it (recycled).
+    Refused, with nothing written, for someone never handed to sales."""
     settings = project.settings
     if settings.handoff is None:
         raise ValueError("handoff: no hand-off is configured in nurture.yaml")
     if not accepted and not reason.strip():
         raise ValueError("reason: say why sales rejects the lead")
+    address = normalize_email(email)
+    known = session.scalar(select(Contact.id).where(Contact.email == address))
+    if known is not None and not session.scalar(
+        select(func.count()).select_from(Handoff).where(Handoff.contact_id == known)
+    ):
+        raise ValueError(
+            f"outcome: {address} was never handed to sales (no hand-off recorded; it happens "
+            f"at stage {settings.handoff.stage}); nothing recorded"
+        )
     kind = "sales_accepted" if accepted else "sales_rejected"
     outcome = record_event(session, project, email, kind, now, properties={"reason": reason})
     contact = outcome.contact
@@ -413,13 +433,13 @@ def recycle_stale(session: Session, project: Project, now: datetime, limit: int 
         .limit(limit)
     ).all()
     days = handoff.stale_after.days
-    why = f"stale {handoff.stage}: not worked by sales within {days} days"
+    why = f"stale {handoff.stage}: not worked by sales within {counted(days, 'day')}"
     for row, contact in stale:
         row.outcome, row.outcome_at = "stale", now
         if contact.stage != handoff.stage:
             row.outcome_reason = f"contact moved on to {contact.stage}"
             continue
-        row.outcome_reason = f"not worked by sales within {days} days"
+        row.outcome_reason = f"not worked by sales within {counted(days, 'day')}"
 
         def work(person: Person, rules: Rules) -> None:
             rules.move(person, Move(recycle, why))

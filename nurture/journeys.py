@@ -67,7 +67,7 @@ def perform(
         return Done(f"set {action.field} = {action.value!r}")
     assert isinstance(action, MoveStage)
     with session.begin_nested():
-        move_stage(session, project, contact.email, action.to, action.reason, now)
+        move_stage(session, project, contact.email, action.to, action.reason, now, by_hand=False)
     return Done(f"stage -> {action.to}: {action.reason}")
 
 

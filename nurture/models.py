@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -49,6 +50,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 #: cancelled when a stage move made a queued email the wrong one.
 QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
 CANCELLED = "cancelled"
+#: Every status a message can have, in the order of its life.
+MESSAGE_STATUSES = (QUEUED, SENDING, SENT, UNKNOWN, FAILED, CANCELLED)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -173,6 +176,9 @@ class StageMove(Base):
     to_stage: Mapped[str] = mapped_column(String(50))
     reason: Mapped[str] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    #: Made by a person (`nurture contact stage`, the API, the dashboard): the stage holds
+    #: against the score rules until the scores cross a threshold again (nurture/stages.py).
+    by_hand: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Enrollment(Base):
@@ -204,11 +210,12 @@ class Enrollment(Base):
 
 
 class WorkflowVersion(Base):
-    """Each distinct text of a workflow file the engine ran: enrollments point at one by
-    (`workflow`, `digest`); `outline` is its steps per track, in order (id, content, wait)."""
+    """Each change of a workflow file the engine took up: enrollments point at one by
+    (`workflow`, `digest`); `outline` is its steps per track, in order (id, content, wait).
+    A file put back to an earlier text is a new number with that version's digest (a revert)."""
 
     __tablename__ = "workflow_versions"
-    __table_args__ = (UniqueConstraint("workflow", "digest"),)
+    __table_args__ = (UniqueConstraint("workflow", "number"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     workflow: Mapped[str] = mapped_column(String(100))

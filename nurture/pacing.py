@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
+from nurture.words import counted
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEK = timedelta(days=7)
 MONTH = timedelta(days=30)
@@ -124,7 +126,7 @@ def decide(
     if policy.sunset_after is not None:
         unengaged = len(sent) - (bisect_right(sent, last_engaged) if last_engaged else 0)
         if unengaged >= policy.sunset_after:
-            detail = f"sunset: {unengaged} emails in a row with no engagement"
+            detail = f"sunset: {counted(unengaged, 'email')} in a row with no engagement"
             return Decision(None, (Hold("sunset", detail, None),))
     instants, calendar = _rules(policy, zone)
     history = _History(
@@ -224,7 +226,7 @@ def _rules(policy: Policy, zone: ZoneInfo) -> tuple[tuple[_Instant, ...], tuple[
                 lambda h, w: h.account_per_day.get(w.date(), 0) < limit,
                 _next_midnight,
                 lambda t: (
-                    f"cap of {limit} emails a day to this account reached for "
+                    f"cap of {counted(limit, 'email')} a day to this account reached for "
                     f"{_local(t, zone):%a %d %b} ({zone.key})"
                 ),
             )

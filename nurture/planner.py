@@ -152,6 +152,7 @@ def plan_next(
     engagement: Engagement | None = None,
     who: str = "",
     entered: datetime | None = None,
+    recorded: Set[str] = frozenset(),
 ) -> Plan:
     """The next step of `workflow` for a person whose stage gets `phase` content.
 
@@ -164,6 +165,8 @@ def plan_next(
     a branch takes its way when it comes due, and keeps it. `engagement` is what the person
     did (for `clicked(...)` and the like, and wait_until); `who` names them for splits;
     `entered` is when they entered the workflow (a wait_until with `counts_from: entry`).
+    `recorded`: pieces with a message row for them in any status (a failed send too): passed
+    over like `received`, since the outbox holds one row per person and piece.
     """
     updated = dict(places)
     if phase is None:
@@ -215,7 +218,7 @@ def plan_next(
         arrived = updated.get(phase) == node.key
         if not arrived:
             due = floor + node.wait
-            if isinstance(node, Step) and node.content in received:
+            if isinstance(node, Step) and (node.content in received or node.content in recorded):
                 updated[phase] = node.key
                 node = _after(index, node.key)
                 continue

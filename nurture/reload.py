@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from nurture.db import lock_for_transaction, sessions, write_transaction
 from nurture.decisions import ACTIVE, EXITED, PAUSED, WAITING
-from nurture.models import CANCELLED, FAILED, Contact, Enrollment, Message, WorkflowVersion
+from nurture.models import Contact, Enrollment, Message, WorkflowVersion
 from nurture.project import SETTINGS_FILE, Project
 from nurture.versions import (
     HELD,
@@ -36,6 +37,7 @@ from nurture.versions import (
     outline_to_json,
     place,
 )
+from nurture.words import counted
 
 OPEN = (ACTIVE, WAITING, PAUSED)
 _CHUNK = 500
@@ -150,42 +152,85 @@ def survey(session: Session, project: Project) -> Survey:
 
 
 def _received(session: Session, project: Project, contacts: Iterable[int]) -> dict[int, set[str]]:
+    """Per contact, every piece with a message row (any status, renames applied): the
+    outbox's unique key allows one row per person and piece, so the planner passes these over."""
     received: dict[int, set[str]] = defaultdict(set)
     ids = sorted(contacts)
     for start in range(0, len(ids), _CHUNK):
         for contact_id, content_id in session.execute(
             select(Message.contact_id, Message.content_id).where(
-                Message.contact_id.in_(ids[start : start + _CHUNK]),
-                Message.status.not_in((FAILED, CANCELLED)),
+                Message.contact_id.in_(ids[start : start + _CHUNK])
             )
         ):
             received[contact_id].add(project.canonical(content_id))
     return received
 
 
-def sync_versions(database: Database, project: Project, now: datetime) -> dict[str, Counter[str]]:
+@dataclass(frozen=True)
+class VersionChange:
+    """A workflow version the engine took up: `number` recorded now, `previous` the one its
+    people were on (None: the first), `restores` the earlier number whose text it puts back."""
+
+    workflow: str
+    number: int
+    previous: int | None
+    restores: int | None
+
+    def describe(self) -> str:
+        if self.previous is None:
+            return f"version {self.number} recorded"
+        again = f" (the text of version {self.restores} again)" if self.restores else ""
+        return f"version {self.previous} -> {self.number}{again}"
+
+
+@dataclass
+class Synced:
+    """What `sync_versions` did: per workflow how many continue, move, finish or are held,
+    and the versions it recorded."""
+
+    counts: dict[str, Counter[str]]
+    changes: list[VersionChange]
+
+
+def newest_versions(session: Session) -> dict[str, tuple[int, str]]:
+    """workflow id -> (number, digest) of its newest recorded version."""
+    newest: dict[str, tuple[int, str]] = {}
+    for workflow, number, digest in session.execute(
+        select(WorkflowVersion.workflow, WorkflowVersion.number, WorkflowVersion.digest).order_by(
+            WorkflowVersion.number
+        )
+    ):
+        newest[workflow] = (number, digest)
+    return newest
+
+
+def earlier_number(session: Session, workflow: str, digest: str) -> int | None:
+    """The first version of `workflow` recorded with `digest` (None: a text never run)."""
+    return session.scalar(
+        select(func.min(WorkflowVersion.number)).where(
+            WorkflowVersion.workflow == workflow, WorkflowVersion.digest == digest
+        )
+    )
+
+
+def sync_versions(database: Database, project: Project, now: datetime) -> Synced:
     """Record the current version of every workflow and carry everyone onto it, in one
     transaction (nothing half-applied); return per workflow how many continue, move,
-    finish or are held."""
+    finish or are held, and the versions recorded. A file whose text differs from its
+    newest version is a new version, also when it puts an earlier text back (a revert)."""
     with write_transaction(database) as session:
         # Two workers taking up the same edit must not both record it nor both carry people.
         lock_for_transaction(session, "workflow-versions")
-        numbers = dict(
-            session.execute(
-                select(WorkflowVersion.workflow, func.max(WorkflowVersion.number)).group_by(
-                    WorkflowVersion.workflow
-                )
-            ).all()
-        )
-        known = {
-            (w, d)
-            for w, d in session.execute(select(WorkflowVersion.workflow, WorkflowVersion.digest))
-        }
+        newest = newest_versions(session)
         new_rows: dict[str, WorkflowVersion] = {}
+        recorded: list[VersionChange] = []
         for workflow in project.workflows.values():
-            if (workflow.id, workflow.digest) in known:
+            current = newest.get(workflow.id)
+            if current is not None and current[1] == workflow.digest:
                 continue
-            previous = max([numbers.get(name, 0) for name in (workflow.id, *workflow.renamed_from)])
+            names = (workflow.id, *workflow.renamed_from)
+            previous = max((newest[name][0] for name in names if name in newest), default=0)
+            restores = earlier_number(session, workflow.id, workflow.digest)
             row = WorkflowVersion(
                 workflow=workflow.id,
                 number=previous + 1,
@@ -197,6 +242,7 @@ def sync_versions(database: Database, project: Project, now: datetime) -> dict[s
             )
             session.add(row)
             new_rows[workflow.id] = row
+            recorded.append(VersionChange(workflow.id, previous + 1, previous or None, restores))
         session.flush()
         found = survey(session, project)
         counts: dict[str, Counter[str]] = defaultdict(Counter)
@@ -215,7 +261,7 @@ def sync_versions(database: Database, project: Project, now: datetime) -> dict[s
                 .values(status=WAITING, hold_reason=gone(name), due_at=None)
             )
             counts[name][Kind.HOLD] += found.gone[name]
-    return counts
+    return Synced(counts, recorded)
 
 
 def _enrolled(session: Session, found: Survey) -> set[tuple[str, int]]:
@@ -289,37 +335,41 @@ def read_survey(database: Database, project: Project) -> Survey:
         return survey(session, project)
 
 
-def version_numbers(database: Database) -> Mapping[tuple[str, str], int]:
-    with sessions(database)() as session:
-        return {
-            (w, d): n
-            for w, d, n in session.execute(
-                select(WorkflowVersion.workflow, WorkflowVersion.digest, WorkflowVersion.number)
-            )
-        }
+#: The order `nurture plan` lists what happens to people: as `carry` decides it.
+_KINDS = (Kind.CONTINUE, Kind.MOVE, Kind.FINISH, Kind.HOLD)
 
 
 def edit_plan(database: Database, project: Project) -> list[dict[str, Any]]:
     """What the engine will do when it takes up the files as they are now: per workflow,
     the steps added, removed, moved, renamed and re-timed, and per change of place how many
-    people continue, move, finish or are held, and why. Reads only; changes nothing."""
+    people continue, move, finish or are held, and why. Reads only; changes nothing.
+
+    Steps are named by their id everywhere; `contents` gives the piece a step sends when
+    its id is not the piece's own id. A file put back to an earlier text is a change (the
+    next version, `restores` the number of the one it puts back)."""
     from nurture.versions import changes
 
     with sessions(database)() as session:
         found = survey(session, project)
-        recorded = {
-            (w, d)
-            for w, d in session.execute(select(WorkflowVersion.workflow, WorkflowVersion.digest))
+        newest = newest_versions(session)
+        restores = {
+            workflow.id: earlier_number(session, workflow.id, workflow.digest)
+            for workflow in project.workflows.values()
         }
     report = []
     for workflow in project.workflows.values():
         previous = found.previous.get(workflow.id)
+        current = newest.get(workflow.id)
         entry: dict[str, Any] = {
             "workflow": workflow.id,
             "from_version": previous[0] if previous else None,
-            "changed": (workflow.id, workflow.digest) not in recorded,
+            "changed": current is None or current[1] != workflow.digest,
+            "restores": None,
         }
+        steps = [s for steps in outline(workflow).values() for s in steps]
         if previous is not None:
+            if entry["changed"]:
+                entry["restores"] = restores[workflow.id]
             diff = changes(previous[1], outline(workflow), project.content_aliases)
             entry.update(
                 added=diff.added,
@@ -328,13 +378,18 @@ def edit_plan(database: Database, project: Project) -> list[dict[str, Any]]:
                 renamed=diff.renamed,
                 waits={k: [str(a), str(b)] for k, (a, b) in diff.waits.items()},
             )
+            steps.extend(s for old in previous[1].values() for s in old)
+        entry["contents"] = {s.id: s.content for s in steps if s.content and s.content != s.id}
         groups: Counter[tuple[str, str | None, str | None, str]] = Counter()
         for item in found.placed.get(workflow.id, []):
             c = item.carried
             groups[(c.kind.value, c.was, c.now, c.reason if c.kind is Kind.HOLD else "")] += 1
+        order = {kind.value: index for index, kind in enumerate(_KINDS)}
         entry["people"] = [
             {"kind": k, "from": was, "to": now, "reason": reason or None, "count": n}
-            for (k, was, now, reason), n in sorted(groups.items(), key=lambda g: str(g[0]))
+            for (k, was, now, reason), n in sorted(
+                groups.items(), key=lambda g: (order[g[0][0]], -g[1], str(g[0]))
+            )
         ]
         report.append(entry)
     for name, count in found.gone.items():
@@ -356,10 +411,17 @@ def edit_plan(database: Database, project: Project) -> list[dict[str, Any]]:
     return report
 
 
+def _step(key: str, *, contents: Mapping[str, str]) -> str:
+    """A step by its id, with the piece it sends when the id does not say it."""
+    return f"{key} ({contents[key]})" if key in contents else key
+
+
 def format_plan(report: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     for entry in report:
         name = entry["workflow"]
+        contents: dict[str, str] = entry.get("contents") or {}
+        step = partial(_step, contents=contents)
         if entry.get("gone"):
             lines.append(f"{name}: the file is gone")
         elif not entry["changed"]:
@@ -368,26 +430,45 @@ def format_plan(report: list[dict[str, Any]]) -> list[str]:
         elif entry["from_version"] is None:
             lines.append(f"{name}: new, becomes version 1")
         else:
-            lines.append(f"{name}: version {entry['from_version']} -> {entry['from_version'] + 1}")
+            again = f" (the text of version {entry['restores']} again)" if entry["restores"] else ""
+            lines.append(
+                f"{name}: version {entry['from_version']} -> {entry['from_version'] + 1}{again}"
+            )
         for key in ("added", "removed", "moved"):
             if entry.get(key):
-                lines.append(f"  steps {key}: {', '.join(entry[key])}")
+                lines.append(f"  steps {key}: {', '.join(step(k) for k in entry[key])}")
         for old, new in (entry.get("renamed") or {}).items():
-            lines.append(f"  step renamed: {old} -> {new}")
-        for step, (a, b) in (entry.get("waits") or {}).items():
-            lines.append(f"  wait of {step}: {a} -> {b} (counted from each person's last email)")
+            lines.append(f"  step renamed: {old} -> {step(new)}")
+        for key, (a, b) in (entry.get("waits") or {}).items():
+            lines.append(
+                f"  wait of {step(key)}: {a} -> {b} (counted from each person's last email)"
+            )
+        same = [g for g in entry["people"] if g["kind"] == Kind.CONTINUE]
+        if same:
+            going = sum(g["count"] for g in same if g["to"])
+            done = sum(g["count"] for g in same if not g["to"])
+            parts = [f"{going} continue as before"] if going else []
+            parts += (
+                [f"{done} had finished their track and still have nothing left"] if done else []
+            )
+            lines.append(f"  {counted(going + done, 'person')} unaffected: {', '.join(parts)}")
         for group in entry["people"]:
-            n = group["count"]
-            who = f"{n} {'person' if n == 1 else 'people'}"
+            who = counted(group["count"], "person")
+            if group["kind"] == Kind.CONTINUE:
+                continue
             if group["kind"] == Kind.MOVE:
                 lines.append(
-                    f"  {who} move: next {group['to']} instead of "
-                    f"{group['from'] or 'nothing (they had finished)'}"
+                    f"  {who} move: next step {step(group['to'])} instead of "
+                    + (
+                        f"step {step(group['from'])}"
+                        if group["from"]
+                        else "nothing (they had finished)"
+                    )
                 )
-            elif group["kind"] == Kind.CONTINUE:
-                lines.append(f"  {who} continue" + (f" with {group['to']}" if group["to"] else ""))
             elif group["kind"] == Kind.FINISH:
-                lines.append(f"  {who} finish: nothing left for them in their track")
+                lines.append(
+                    f"  {who} finish: nothing left for them instead of step {step(group['from'])}"
+                )
             else:
                 lines.append(f"  {who} held: {group['reason']}")
         if not entry["people"]:

@@ -514,6 +514,8 @@ class VersionRow:
     digest: str
     first_seen_at: datetime
     summary: dict[str, int]
+    #: The earlier version whose text this one puts back (a revert), if any.
+    restores: int | None = None
 
 
 def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dict[str, int]]:
@@ -617,11 +619,21 @@ def _places_now(session: Session, project: Any) -> dict[tuple[str, str], int]:
 def workflow_versions(session: Session) -> dict[str, list[VersionRow]]:
     """Per workflow, its recorded versions, newest first."""
     found: dict[str, list[VersionRow]] = defaultdict(list)
+    first: dict[tuple[str, str], int] = {}
     for row in session.scalars(
-        select(WorkflowVersion).order_by(WorkflowVersion.workflow, WorkflowVersion.number.desc())
+        select(WorkflowVersion).order_by(WorkflowVersion.workflow, WorkflowVersion.number)
     ):
-        found[row.workflow].append(
-            VersionRow(row.number, row.digest, row.first_seen_at, dict(row.summary or {}))
+        key = (row.workflow, row.digest)
+        restores = first.setdefault(key, row.number)
+        found[row.workflow].insert(
+            0,
+            VersionRow(
+                row.number,
+                row.digest,
+                row.first_seen_at,
+                dict(row.summary or {}),
+                restores if restores != row.number else None,
+            ),
         )
     return dict(found)
 

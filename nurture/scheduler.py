@@ -27,11 +27,12 @@ def dispatch_job(runtime: Runtime) -> None:
     runtime.project = runtime.dispatcher.project
     if report.sent or report.deferred or report.failed:
         log.info(
-            "dispatch: %d sent, %d deferred, %d failed, %d waiting, %d ended",
+            "dispatch: %d sent, %d deferred, %d failed, %d due later, %d idle, %d ended",
             report.sent,
             report.deferred,
             report.failed,
-            report.waiting,
+            report.later,
+            report.idle,
             report.ended,
         )
 

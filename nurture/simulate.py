@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from nurture.clock import FixedClock, db_instant
 from nurture.db import sessions, write_transaction
 from nurture.drive import Action, Sent, drive
 from nurture.feedback import record_event, sales_outcome, upsert_contact
-from nurture.models import Contact, Event, Message, ReportCache
+from nurture.models import Contact, Deferral, Event, Message, ReportCache
 from nurture.phases import PHASES
 from nurture.runtime import Runtime, open_runtime
 from nurture.transport import NullTransport, Transport
@@ -231,7 +232,7 @@ def simulate(
                 },
             )
         )
-    result = _result(runtime, days, count, dict(driven.deferrals), export, seed)
+    result = _result(runtime, days, count, export, seed)
     result.seed, result.until = seed, end.isoformat()
     runtime.database.dispose()
     return result
@@ -440,19 +441,20 @@ def _counts(session: Session, column: InstrumentedAttribute[str]) -> dict[str, i
     return {value: count for value, count in rows}
 
 
-def _result(
-    runtime: Runtime,
-    days: int,
-    contacts: int,
-    deferrals: dict[str, int],
-    export: TextIO | None,
-    seed: int,
-) -> Result:
+def _result(runtime: Runtime, days: int, contacts: int, export: TextIO | None, seed: int) -> Result:
     settings = runtime.project.settings
     with sessions(runtime.database)() as session:
         stages = _counts(session, Contact.stage)
         by_phase = _counts(session, Message.phase)
         events = _counts(session, Event.kind)
+        # Totals in the database like the stages and emails (a resumed run included): each
+        # rule that held an email, counted once per deferral.
+        deferrals: Counter[str] = Counter()
+        for rules, count in session.execute(
+            select(Deferral.rules, func.count()).group_by(Deferral.rules)
+        ):
+            for rule in rules.split(","):
+                deferrals[rule] += count
         sent, moves, suppressed = load_records(session, settings)
         held_out = holdout_sends(session)
         hours_to_open = _hours_to_open(session)
@@ -503,9 +505,16 @@ def _result(
         stages=ordered,
         messages_by_phase={p: by_phase.get(p, 0) for p in ("discovery", "evaluation", "decision")},
         events=events,
-        deferrals=deferrals,
+        deferrals=dict(deferrals),
         violations=[
-            *violations(sent, moves, suppressed, settings, settings.caps.policy()),
+            *violations(
+                sent,
+                moves,
+                suppressed,
+                settings,
+                settings.caps.policy(),
+                aliases=runtime.project.content_aliases,
+            ),
             *held_out,
         ],
         hours_to_open=hours_to_open,

@@ -22,11 +22,20 @@ def next_stage(
     current: str,
     variables: Mapping[str, Any],
     event_kind: str | None = None,
+    *,
+    by_hand: bool = False,
+    before: Mapping[str, Any] | None = None,
 ) -> Move | None:
     """The automatic move for a contact now, if any.
 
     Moves go up only, to the highest stage whose rule matches; a disqualifying event or
     condition wins over everything. Moves down are made by people, with their reason.
+
+    `by_hand`: the current stage was set by a person. It holds against the score rules
+    (`enter_when`): one of them raises the contact only when it did not hold just before the
+    event being recorded (`before`: the variables before its score changes) and holds now,
+    i.e. the scores crossed its threshold again; without an event (`before` None) they do
+    not. `enter_on` events and disqualification move the contact as always.
     """
     if current == DISQUALIFIED:
         return None
@@ -42,6 +51,8 @@ def next_stage(
         if event_kind is not None and event_kind in stage.enter_on:
             return Move(stage.name, f"event {event_kind}")
         if stage.enter_when is not None and expressions.evaluate(stage.enter_when, variables):
+            if by_hand and (before is None or expressions.evaluate(stage.enter_when, before)):
+                continue  # held at the stage set by hand: the threshold was not crossed again
             return Move(stage.name, f"rule {stage.enter_when} ({_scores(variables)})")
     return None
 

@@ -18,7 +18,9 @@ goes in the new version:
 
 The planner then passes over every piece they already got, so nobody gets one twice, and a
 step's wait counts from their last email. `carry` also says what changed for the person
-(continue, move from a step to another, finish, held), which `nurture plan` counts.
+(continue, move from a step to another, finish, held), which `nurture plan` counts: `finish`
+only for someone who had a step to come and has none after the edit (who had finished
+before and still has nothing left continues as they were).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from nurture.workflows import Workflow
 
 #: The start of every reason of someone the rules could not place (stored, shown by explain).
 HELD = "held after an edit of"
+#: The reason of someone who had nothing left before the edit and has nothing after it:
+#: the edit does not change them (counted as `continue`, never as `finish`).
+FINISHED = "had finished their track"
 #: The prefix of the places key saying when a track's last wait started or ended (planner).
 SINCE = "since:"
 
@@ -201,7 +206,7 @@ def carry(
     was = _next(old_steps.get(phase, []), pointers.get(phase), received)
     if not new.get(phase):
         if was is None:
-            return Carried(moved, Kind.FINISH, f"no {phase} track in {workflow} any more")
+            return Carried(moved, Kind.CONTINUE, f"{FINISHED}; no {phase} track any more")
         return Carried(
             moved,
             Kind.HOLD,
@@ -210,6 +215,8 @@ def carry(
             was,
         )
     now = _next(new[phase], moved.get(phase), received)
+    if now is None and was is None:
+        return Carried(moved, Kind.CONTINUE, f"{FINISHED}; nothing new for them")
     if now is None:
         return Carried(moved, Kind.FINISH, f"all {phase} steps done", was)
     if now == was:

@@ -345,6 +345,16 @@ def test_unknown_contact_and_account_are_404(client: FlaskClient, key: str) -> N
     assert reply.status_code == 404 and reply.json["error"] == "not_found"
 
 
+def test_a_sales_outcome_without_a_hand_off_is_422(
+    runtime: Runtime, client: FlaskClient, key: str
+) -> None:
+    add_contact(runtime, "ana@acme.example", **PROFILE)  # a lead: never handed to sales
+    reply = post(client, key, "/api/v1/contacts/ana@acme.example/sales", {"outcome": "accepted"})
+    assert reply.status_code == 422
+    assert [e["field"] for e in reply.json["errors"]] == ["outcome"]
+    assert count(runtime, Event) == 0
+
+
 def test_accounts_roll_up_fit_and_engagement(
     runtime: Runtime, client: FlaskClient, key: str
 ) -> None:

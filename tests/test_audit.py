@@ -133,3 +133,24 @@ def test_stage_mismatch_missing_reason_and_suppression(settings: Settings) -> No
     assert any("ledger says mql" in line for line in found)
     assert any("has no reason" in line for line in found)
     assert any("after suppression" in line for line in found)
+
+
+def test_a_piece_sent_again_under_its_new_name_is_found(settings: Settings) -> None:
+    """`renamed_from:` makes the old and the new id one piece: the audit maps the aliases."""
+    records = [
+        sent("a@x.example", "discovery/old-name", T),
+        sent("a@x.example", "discovery/new-name", T + timedelta(days=1)),
+    ]
+    assert check(settings, records) == []  # without the aliases, two different pieces
+    found = violations(
+        records,
+        [moved("a@x.example", "lead", T - timedelta(days=30))],
+        {},
+        settings,
+        POLICY,
+        aliases={"discovery/old-name": "discovery/new-name"},
+    )
+    assert found == [
+        f"a@x.example: discovery/new-name at {(T + timedelta(days=1)).isoformat()}: "
+        "content sent twice (earlier as discovery/old-name)"
+    ]

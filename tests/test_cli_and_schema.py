@@ -14,6 +14,7 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from nurture.cli import main
 from nurture.db import make_engine, upgrade
@@ -157,7 +158,47 @@ def test_run_sends_into_the_outbox_and_stops_cleanly(project_dir: Path) -> None:
     assert process.returncode == 0, output
     assert "nurture running" in output and "stopped" in output
     assert (project_dir / "nurture.db").exists()
+    assert not (project_dir / "nurture.db-wal").exists()  # checkpointed at the clean stop
     assert oct((project_dir / "instance" / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_demo_prints_readable_numbers_and_stops_cleanly_on_sigterm(project_dir: Path) -> None:
+    """`nurture demo`: the stages as words (no Python dict), each number a count in the demo
+    database; SIGTERM stops it cleanly with exit code 0 and no WAL file left."""
+    port = free_port()
+    options = ["--days", "7", "--contacts", "10", "--port", str(port)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nurture.cli", "--project", str(project_dir), "demo", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C stops"):
+                break
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, (lines, rest)
+    assert rest.strip().endswith("stopped")
+    (summary,) = [line for line in lines if "stages: " in line]
+    assert "{" not in summary
+    shown = dict(part.rsplit(" ", 1) for part in summary.split("stages: ")[1].split(", "))
+    database = project_dir / "instance" / "demo.db"
+    assert not Path(f"{database}-wal").exists()
+    engine = make_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT stage, count(*) FROM contacts GROUP BY 1"))
+        stages = {stage: n for stage, n in rows}
+        emails = connection.execute(text("SELECT count(*) FROM messages")).scalar_one()
+    engine.dispose()
+    assert {k: int(v) for k, v in shown.items() if int(v)} == stages
+    assert summary.startswith(f"{emails} email")
 
 
 def test_db_upgrade_command(project_dir: Path, tmp_path: Path) -> None:

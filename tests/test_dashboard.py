@@ -723,5 +723,16 @@ def test_workflow_diagram_draws_the_database_numbers(project_dir: Any, tmp_path:
             f"{counts.get('finish', 0)} finished, {counts.get('hold', 0)} held"
         )
         assert words in history
+
+        # put back to the first text: a version of its own (3), shown as a revert
+        (project_dir / "workflows" / "journey.yaml").write_text(JOURNEY, encoding="utf-8")
+        assert rt.dispatcher.refresh()
+        with rt.database.connect() as connection:
+            rows = connection.execute(
+                text("SELECT number, digest FROM workflow_versions ORDER BY number")
+            ).all()
+        assert [n for n, _ in rows] == [1, 2, 3] and rows[2][1] == rows[0][1] != rows[1][1]
+        history = client.get("/workflows").get_data(as_text=True)
+        assert '<span data-restores="1">the text of version 1 again</span>' in history
     finally:
         rt.database.dispose()

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from nurture.cli import main
-from nurture.content import SAMPLE_UNSUBSCRIBE_URL
+from nurture.content import preview_unsubscribe_url
 from nurture.db import sessions
 from nurture.problems import ProjectError
 from nurture.project import load_project
@@ -105,7 +105,11 @@ def test_the_preview_is_what_the_contact_gets(runtime: Runtime, database_url: st
     sent = _text_part(mail)
     unsubscribe = re.search(r"\(([^)]*)\)\s*$", sent.strip())
     assert unsubscribe is not None
-    assert text.strip() == sent.strip().replace(unsubscribe.group(1), SAMPLE_UNSUBSCRIBE_URL)
+    # the preview's unsubscribe link is on the project's base_url (a token no message has)
+    base_url = runtime.project.settings.base_url
+    shown = preview_unsubscribe_url(base_url)
+    assert shown.startswith(base_url) and "example.com" not in shown
+    assert text.strip() == sent.strip().replace(unsubscribe.group(1), shown)
 
 
 def test_the_sample_preview_is_a_person(project_dir: Path) -> None:

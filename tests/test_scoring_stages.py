@@ -267,3 +267,20 @@ def test_disqualification_wins_and_is_final(settings: Settings) -> None:
         )
         is None
     )
+
+
+def test_a_stage_set_by_hand_yields_only_to_a_threshold_crossed_again(settings: Settings) -> None:
+    """Lowered by hand to lead with MQL scores: the score rule does not raise them while it
+    already held before the event; it does when the event makes it hold (a crossing)."""
+    above = variables(settings, fit=35, engagement=50)
+    below = variables(settings, fit=35, engagement=20)
+    rules = settings.stages, settings.disqualify, "lead"
+    assert next_stage(*rules, above, by_hand=True) is None  # no event: nothing crossed
+    assert next_stage(*rules, above, "replied", by_hand=True, before=above) is None
+    crossed = next_stage(*rules, above, "replied", by_hand=True, before=below)
+    assert crossed is not None and crossed.to_stage == "mql"
+    # an event that enters a stage, and disqualification, move them as always
+    meeting = next_stage(*rules, below, "meeting_booked", by_hand=True, before=below)
+    assert meeting is not None and meeting.to_stage == "sql"
+    competitor = next_stage(*rules, below, "marked_competitor", by_hand=True, before=below)
+    assert competitor is not None and competitor.to_stage == "disqualified"

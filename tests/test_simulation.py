@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from nurture.cli import main
 from nurture.db import make_engine, sessions
-from nurture.models import Contact, Event, Message, ReportCache, StageMove
+from nurture.models import Contact, Deferral, Event, Message, ReportCache, StageMove
 from nurture.project import load_project
 from nurture.simulate import START, simulate
 
@@ -264,6 +264,14 @@ def test_resume_goes_on_from_where_the_clock_stopped(project_dir: Path, tmp_path
             .having(func.count() > 1)
         ).all()
         assert duplicates == []
+        # Stages, emails and deferrals alike are totals in the database (the first run's too).
+        totals: Counter[str] = Counter()
+        for (rules,) in session.execute(select(Deferral.rules)):
+            totals.update(rules.split(","))
+        assert totals and data["deferrals"] == dict(totals)
+        assert sum(data["messages_by_phase"].values()) == session.scalar(
+            select(func.count()).select_from(Message)
+        )
         # What people were about to do when the clock stopped (opens, clicks) still happens.
         carried = session.scalar(
             select(func.count())

@@ -242,7 +242,7 @@ def test_no_answer_after_the_body_is_unknown_and_never_sent_again(
     assert all("no answer after the message" in (m.error or "") for m in first)
     from nurture.explain import explain
 
-    assert "1 emails so far" in explain(rt, people[0])[0]
+    assert "1 email so far" in explain(rt, people[0])[0]
     with sessions(rt.database)() as session:
         row = session.execute(select(Contact).where(Contact.email == people[0])).scalar_one()
         history = rt.dispatcher.history(session, rt.clock.now(), {row.id: row}, lock=False)

@@ -5,19 +5,21 @@ nobody is dropped silently, everyone is due, waiting with a reason, or ended wit
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nurture.audit import stranded
 from nurture.clock import FixedClock
 from nurture.db import sessions
-from nurture.models import Contact, Enrollment, Message, WorkflowVersion
+from nurture.models import FAILED, Contact, Enrollment, Message, WorkflowVersion
 from nurture.runtime import Runtime, open_runtime
 from nurture.versions import HELD, Kind, StepInfo, carry
 from tests.conftest import MONDAY_MORNING
@@ -60,13 +62,12 @@ BASE = [(A, "0d"), (B, "1d"), (C, "1d")]
 
 
 @pytest.fixture
-def rt(project_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
+def rt(project_dir: Path, database_url: str) -> Iterator[Runtime]:
+    """The edit tests run on a SQLite file and on PostgreSQL (`database_url`)."""
     (project_dir / "workflows" / "webinar-follow-up.yaml").unlink()
     (project_dir / "workflows" / "guide-nurture.yaml").unlink()
     write_workflow(project_dir, "edits", workflow(BASE, [(E1, "1d"), (E2, "1d")]))
-    runtime = open_runtime(
-        project_dir, clock=FixedClock(MONDAY_MORNING), database=f"sqlite:///{tmp_path / 'e.db'}"
-    )
+    runtime = open_runtime(project_dir, clock=FixedClock(MONDAY_MORNING), database=database_url)
     yield runtime
     runtime.database.dispose()
 
@@ -157,14 +158,7 @@ def test_reordered_steps_are_found_by_id(rt: Runtime) -> None:
 def test_a_renamed_piece_is_not_sent_again(rt: Runtime) -> None:
     population(rt)
     before = check(rt)
-    content = rt.project.root / "content" / "discovery"
-    old = (content / "activation-metrics.mjml").read_text()
-    (content / "activation-metrics.mjml").unlink()
-    for path in content.glob("activation-metrics.*.mjml"):
-        path.unlink()
-    (content / "activation-guide.mjml").write_text(
-        old.replace("---\n", "---\nrenamed_from: [discovery/activation-metrics]\n", 1)
-    )
+    rename_piece(rt.project.root, B, "discovery/activation-guide")
     renamed = [(A, "0d"), ("discovery/activation-guide", "1d"), (C, "1d")]
     write_workflow(rt.project.root, "edits", workflow(renamed))
     run(rt, 24 * 4)
@@ -172,6 +166,43 @@ def test_a_renamed_piece_is_not_sent_again(rt: Runtime) -> None:
     for email, pieces in after.items():
         assert len(pieces) == 3, (email, before[email], pieces)
         assert sorted(pieces) == sorted([A, "discovery/activation-guide", C])
+
+
+def rename_piece(root: Path, old: str, new: str) -> None:
+    """`content/<old>.mjml` becomes `content/<new>.mjml`, saying `renamed_from: [old]`."""
+    content = root / "content"
+    text = (content / f"{old}.mjml").read_text()
+    for path in content.glob(f"{old}*.mjml"):
+        path.unlink()
+    (content / f"{new}.mjml").write_text(
+        text.replace("---\n", f"---\nrenamed_from: [{old}]\n", 1), encoding="utf-8"
+    )
+
+
+@pytest.mark.parametrize("renamed", [False, True])
+def test_a_piece_with_a_message_row_is_never_inserted_again(rt: Runtime, renamed: bool) -> None:
+    """The outbox keeps one row per person and piece, whatever its status: B's sends failed,
+    B is moved after C (and renamed), and nobody gets a second row for B under any name
+    (before: a renamed B went out again; a plain B broke the batch on the unique key)."""
+    population(rt)
+    with sessions(rt.database)() as session:
+        session.execute(update(Message).where(Message.content_id == B).values(status=FAILED))
+        session.commit()
+        failed = set(session.scalars(select(Message.contact_id).where(Message.status == FAILED)))
+    assert failed
+    guide = "discovery/activation-guide"
+    if renamed:
+        rename_piece(rt.project.root, B, guide)
+    write_workflow(
+        rt.project.root, "edits", workflow([(A, "0d"), (C, "1d"), (guide if renamed else B, "1d")])
+    )
+    run(rt, 24 * 4)
+    with sessions(rt.database)() as session:
+        rows = session.execute(select(Message.contact_id, Message.content_id)).all()
+    pieces = Counter((contact, rt.project.canonical(content)) for contact, content in rows)
+    assert [key for key, n in pieces.items() if n > 1] == []
+    got = {contact for contact, content in rows if content == C}
+    assert failed <= got  # they went on with the rest of the track
 
 
 def test_a_renamed_workflow_file_keeps_its_people(rt: Runtime) -> None:
@@ -266,8 +297,10 @@ def test_carry_never_resends_and_always_says_why(old: list[str], new: list[str],
     unreached_old = [i for i in old[at + 1 :] if i in new]
     if unreached_old:
         assert result.now is not None and result.kind in (Kind.CONTINUE, Kind.MOVE)
+    if result.kind is Kind.FINISH:  # only who had a step to come: never who was done
+        assert result.was is not None and result.now is None
     if not new:
-        assert result.kind in (Kind.HOLD, Kind.FINISH)
+        assert result.kind in (Kind.HOLD, Kind.FINISH, Kind.CONTINUE)
         assert (result.kind is Kind.HOLD) == bool(old[at + 1 :])
 
 
@@ -339,6 +372,88 @@ def test_plan_shows_what_an_edit_will_do_and_changes_nothing(rt: Runtime, tmp_pa
     assert sum(groups.values()) == len(enrollments(rt))
     text = CliRunner().invoke(main, ["--project", str(rt.project.root), "--db", url, "plan"])
     assert "steps removed: discovery/activation-metrics" in text.output
-    assert f"move: next {C} instead of {B}" in text.output
+    assert f"move: next step {C} instead of step {B}" in text.output
     with sessions(rt.database)() as session:
         assert session.scalars(select(WorkflowVersion.number)).all() == [1]
+
+
+def plan(rt: Runtime, *options: str) -> Result:
+    from click.testing import CliRunner
+
+    from nurture.cli import main
+
+    root, url = str(rt.project.root), str(rt.database.url)
+    result = CliRunner().invoke(main, ["--project", root, "--db", url, "plan", *options])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_file_put_back_is_a_version_change_planned_and_logged(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """v1 -> v2 -> the text of v1 again: plan says so, the engine records version 3 (the
+    digest of 1) and logs each change at INFO."""
+    import logging
+
+    from nurture.project import load_project
+    from nurture.reload import edit_plan, format_plan
+
+    population(rt)
+    first = (rt.project.root / "workflows" / "edits.yaml").read_text()
+    caplog.set_level(logging.INFO, logger="nurture.engine")
+    write_workflow(rt.project.root, "edits", workflow([(A, "0d"), (C, "1d")], [(E1, "1d")]))
+    run(rt, 12)
+    assert "workflow edits: version 1 -> 2;" in caplog.text
+    write_workflow(rt.project.root, "edits", first)
+    # (the plan read as `nurture plan` does: the command sets up logging its own way)
+    (entry,) = edit_plan(rt.database, load_project(rt.project.root))
+    assert (entry["changed"], entry["from_version"], entry["restores"]) == (True, 2, 1)
+    assert "edits: version 2 -> 3 (the text of version 1 again)" in format_plan([entry])
+    run(rt, 12)
+    assert "workflow edits: version 2 -> 3 (the text of version 1 again);" in caplog.text
+    with sessions(rt.database)() as session:
+        rows = session.execute(
+            select(WorkflowVersion.number, WorkflowVersion.digest).order_by(WorkflowVersion.number)
+        ).all()
+        on = set(session.scalars(select(Enrollment.version).where(Enrollment.status != "exited")))
+    assert [n for n, _ in rows] == [1, 2, 3] and rows[2][1] == rows[0][1] != rows[1][1]
+    assert on == {rows[2][1]}
+    assert "edits: unchanged (version 3)" in plan(rt).output
+
+
+def test_plan_counts_only_people_the_edit_changes_in_the_order_they_meet_it(rt: Runtime) -> None:
+    """C (the last step) removed and B given an id of its own: who got C is unaffected (not
+    "finish"), who waits for C finishes, who waits for B continues with it under its new
+    id; each count equals one done in SQL, listed continue, move, finish, hold."""
+    import json
+
+    population(rt)
+    with sessions(rt.database)() as session:
+        had = {
+            piece: set(
+                session.scalars(select(Message.contact_id).where(Message.content_id == piece))
+            )
+            for piece in (A, B, C)
+        }
+    assert had[C] and had[B] - had[C] and had[A] - had[B]
+    text = workflow([(A, "0d"), (B, "1d")]).replace(
+        f"{{content: {B},", f"{{id: second, content: {B},"
+    )
+    write_workflow(rt.project.root, "edits", text)
+    (entry,) = json.loads(plan(rt, "--json").output)
+    groups = {(g["kind"], g["from"], g["to"]): g["count"] for g in entry["people"]}
+    assert groups == {
+        ("continue", None, None): len(had[C]),
+        ("move", B, "second"): len(had[A] - had[B]),
+        ("finish", C, None): len(had[B] - had[C]),
+    }
+    assert [g["kind"] for g in entry["people"]] == ["continue", "move", "finish"]
+    lines = plan(rt).output.splitlines()
+    people = [line.strip() for line in lines if " people " in line or " person " in line]
+    assert [p.split(": ")[0].split()[-1] for p in people] == ["unaffected", "move", "finish"]
+    assert people[0].endswith(
+        f"unaffected: {len(had[C])} had finished their track and still have nothing left"
+    )
+    assert f"move: next step second ({B}) instead of step {B}" in people[1]
+    assert f"finish: nothing left for them instead of step {C}" in people[2]
+    assert f"  steps added: second ({B})" in lines

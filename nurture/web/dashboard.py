@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
 from nurture.contacts import current_engagement, profile
-from nurture.content import SAMPLE_UNSUBSCRIBE_URL, render_email, sample_contact
+from nurture.content import preview_unsubscribe_url, render_email, sample_contact
 from nurture.db import sessions, write_transaction
 from nurture.diagram import workflow_svgs
 from nurture.explain import explain
@@ -226,7 +226,8 @@ def content_page() -> str:
                 abort(404)
             contact = profile(found, project.settings)
     sender = project.settings.sender.model_dump()
-    rendered = render_email(piece, contact, sender, SAMPLE_UNSUBSCRIBE_URL)
+    unsubscribe = preview_unsubscribe_url(project.settings.base_url)
+    rendered = render_email(piece, contact, sender, unsubscribe)
     results, verdict = subject_test(
         subject_lines(piece), [line for line in lines if line.content_id == chosen]
     )

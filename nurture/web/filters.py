@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask, current_app
 
 from nurture.durations import parse_duration
+from nurture.words import counted
 
 _DURATION = re.compile(r"^\s*(?:\d+\s*[wdhms]\s*)+$")
 _UNITS = (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
@@ -49,7 +50,7 @@ def human_duration(value: timedelta | str | int | None) -> str:
             continue  # 10 days, not 1 week 3 days
         if seconds >= size:
             count, seconds = divmod(seconds, size)
-            parts.append(f"{count} {name}{'' if count == 1 else 's'}")
+            parts.append(counted(count, name))
     return " ".join(parts) or "0 seconds"
 
 
