@@ -44,6 +44,7 @@ def project_dir(tmp_path: Path) -> Path:
     shutil.copy(REPO / "nurture.yaml", root / "nurture.yaml")
     shutil.copytree(REPO / "workflows", root / "workflows")
     shutil.copytree(REPO / "content", root / "content")
+    shutil.copytree(REPO / "segments", root / "segments")
     return root
 
 
