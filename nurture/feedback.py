@@ -47,6 +47,7 @@ from nurture.notices import queue_notice
 from nurture.project import Project
 from nurture.providers import Feedback
 from nurture.scoring import Change, as_of, engagement_changes, fit_score
+from nurture.segments import audience, holds
 from nurture.stages import Move, next_stage
 
 log = logging.getLogger(__name__)
@@ -674,8 +675,16 @@ def _enroll(
     now: datetime,
     kind: str | None,
     outcome: Outcome,
+    *,
+    only: str | None = None,
+    admitted: bool = False,
 ) -> None:
-    """Enter every workflow whose entry rule the contact now meets, once per workflow."""
+    """Enter every workflow whose entry rule the contact now meets, once per workflow.
+
+    `only`: just that workflow. `admitted`: the caller found the contact in the audience it
+    enrolls (`nurture enroll WORKFLOW --segment NAME`): `only` is entered without reading
+    its entry rule; every other check (a stage with nurture, suppression, not already in
+    it, its reenter rule, its goal stages) still applies."""
     settings = project.settings
     if settings.phase_of(contact.stage) is None:
         return
@@ -687,7 +696,7 @@ def _enroll(
     }
     variables = condition_variables(contact, settings, now)
     for workflow in project.workflows.values():
-        if contact.stage in workflow.goals.stages:
+        if contact.stage in workflow.goals.stages or only not in (None, workflow.id):
             continue
         earlier = already.get(workflow.id)
         if earlier is not None and (
@@ -702,9 +711,14 @@ def _enroll(
             earlier is None or any(m.to_stage in entry.stages for m in outcome.moves)
         )
         if (
-            staged
+            admitted
+            or staged
             or (kind is not None and kind in entry.events)
             or (entry.when is not None and expressions.evaluate(entry.when, variables))
+            or (
+                entry.segment is not None
+                and _in_segment(session, project, entry.segment, contact, now)
+            )
         ):
             if earlier is not None:  # `reenter:` lets them in again: from the start
                 earlier.status, earlier.places, earlier.positions = ACTIVE, {}, {}
@@ -725,6 +739,18 @@ def _enroll(
             )
             outcome.enrolled.append(workflow.id)
     session.flush()
+
+
+def _in_segment(
+    session: Session, project: Project, name: str, contact: Contact, now: datetime
+) -> bool:
+    """Whether the contact is in the segment now (its SQL clause, as counts read it)."""
+    segment = project.segments.get(name)
+    if segment is None:
+        return False
+    session.flush()  # the clause reads the rows: what this call changed must be in them
+    found = audience(session, project.settings, segment, project.content_ids(), now)
+    return holds(session, found, contact.id)
 
 
 def _end(enrollment: Enrollment, status: str, reason: str, now: datetime, outcome: Outcome) -> None:

@@ -228,6 +228,8 @@ def _would_enroll(project: Project, person: _Person, variables: dict[str, Any]) 
         if workflow.id in person.enrolled or person.stage in workflow.goals.stages:
             continue
         entry = workflow.enter
+        if entry.segment is not None:
+            return True  # whether they are in it now is read in SQL, on the slow path
         if person.stage in entry.stages or (
             entry.when is not None and expressions.evaluate(entry.when, variables)
         ):

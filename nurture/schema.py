@@ -1,5 +1,5 @@
-"""JSON Schemas for nurture.yaml, workflow and segment files, generated from the models that validate
-them, so an editor (the YAML language server) flags what `nurture validate` would."""
+"""JSON Schemas for nurture.yaml, workflow and segment files, generated from the models that
+validate them, so an editor (the YAML language server) flags what `nurture validate` would."""
 
 from __future__ import annotations
 
