@@ -178,3 +178,43 @@ def test_segment_commands(project_dir: Path, clock: FixedClock, tmp_path: Path) 
     assert "0 would enter" in again.output
     bad = runner.invoke(main, [*base, "enroll", "guide-nurture"])
     assert bad.exit_code == 1 and "does not enter by segment" in bad.output
+
+
+def test_segment_contacts_api(runtime: Runtime) -> None:
+    from nurture.apikeys import create_key
+    from nurture.web import create_app
+
+    for n in range(7):
+        add_contact(
+            runtime, f"dm{n}@co{n}.example", "lead", sector="saas", seniority="vp", company_size=80
+        )
+    add_contact(runtime, "ic@other.example", "lead", sector="saas", seniority="staff")
+    with sessions(runtime.database).begin() as session:
+        key = create_key(session, "crm", runtime.clock.now())[1]
+    client = create_app(runtime).test_client()
+    headers = {"Authorization": f"Bearer {key}"}
+    path = "/api/v1/segments/target-decision-makers/contacts"
+    assert client.get(path).status_code == 401
+    first = client.get(f"{path}?per_page=5", headers=headers)
+    assert first.status_code == 200
+    assert (first.json["total"], first.json["pages"], len(first.json["contacts"])) == (7, 2, 5)
+    second = client.get(f"{path}?per_page=5&page=2", headers=headers).json
+    emails = [c["email"] for c in first.json["contacts"] + second["contacts"]]
+    assert sorted(emails) == sorted(f"dm{n}@co{n}.example" for n in range(7))
+    assert second["contacts"][0]["stage"] == "lead"
+    with sessions(runtime.database)() as session:
+        found = segments.audience(
+            session,
+            runtime.project.settings,
+            runtime.project.segments["target-decision-makers"],
+            runtime.project.content_ids(),
+            runtime.clock.now(),
+        )
+        assert first.json["total"] == segments.count(session, found)
+    unknown = client.get("/api/v1/segments/target-decision-maker/contacts", headers=headers)
+    assert unknown.status_code == 404
+    assert "did you mean target-decision-makers?" in unknown.json["message"]
+    for bad in ("page=0", "page=x", "per_page=501", "page=-1", "page=1e3"):
+        answer = client.get(f"{path}?{bad}", headers=headers)
+        assert answer.status_code == 422, bad
+        assert answer.json["errors"][0]["field"] == bad.split("=")[0]
