@@ -199,6 +199,9 @@ class _Compiler:
             self.same_kind(left, right, symbol)
             a, b = self.collated(left), self.collated(right)
             compared = {"lt": a < b, "lteq": a <= b, "gt": a > b, "gteq": a >= b}[op]
+            bound = _stored_bound(left, op, right)
+            if bound is not None:
+                compared = and_(bound, compared)
             nulls = [s.sql.is_(None) for s in (left, right) if s.nullable]
             if nulls:
                 return Truth(func.coalesce(compared, false()), or_(*nulls))
@@ -491,6 +494,24 @@ class _Compiler:
                 raise Unsupported(f"did(..., within={within!r}): not a duration") from None
             query = query.where(Event.occurred_at >= since)
         return exists(query)
+
+
+def _stored_bound(left: Operand, op: str, right: Operand) -> ColumnElement[bool] | None:
+    """A cheap test on the stored engagement implied by a bound on the decayed one, put
+    first so the decay is computed only for those it may concern: decay moves a score
+    towards 0, so `engagement >= 20` needs a stored score of 20 or more, and
+    `engagement <= -5` one of -5 or less."""
+    if right.shown == "engagement" and left.is_constant:
+        left, op, right = right, _FLIP[op], left
+    if left.shown != "engagement" or not right.is_constant:
+        return None
+    value = float(right.constant)
+    stored = Contact.engagement
+    if op in ("gt", "gteq") and value > 0:
+        return stored > value if op == "gt" else stored >= value
+    if op in ("lt", "lteq") and value < 0:
+        return stored < value if op == "lt" else stored <= value
+    return None
 
 
 def _kind_of(value: Any) -> str | None:
