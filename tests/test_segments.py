@@ -191,7 +191,15 @@ def _python_members(session: Session, rt: Runtime, condition: str) -> set[int]:
 
 
 def _sql_members(session: Session, rt: Runtime, condition: str) -> tuple[set[int], int]:
-    segment = segments.Segment(id="t", name="t", when=condition)
+    content = {piece: "" for piece in rt.project.content}
+    segment = segments.Segment.model_validate(
+        {"name": "t", "when": condition},
+        context={
+            "settings": rt.project.settings,
+            "content": content,
+            "content_ids": rt.project.content_ids(),
+        },
+    )
     audience = segments.audience(
         session, rt.project.settings, segment, rt.project.content_ids(), NOW
     )
