@@ -190,10 +190,11 @@ def first_emails(
 def schedule_lines(backfill: Backfill, zone: str) -> list[str]:
     """`Mon 2 Mar 2026: 120 first emails, 09:00 to 17:42` per day (the project's zone)."""
     where = ZoneInfo(zone)
-    lines = []
+    lines = [f"  first emails, paced by the caps ({zone} time):"] if backfill.schedule else []
     for day, (number, first, last) in backfill.schedule.items():
+        emails = "first email" if number == 1 else "first emails"
         lines.append(
-            f"  {day:%a} {day.day} {day:%b %Y}: {number} first email{'s' if number != 1 else ''}, "
+            f"    {day:%a} {day.day} {day:%b %Y}: {number} {emails}, "
             f"{first.astimezone(where):%H:%M} to {last.astimezone(where):%H:%M}"
         )
     if backfill.unreachable:
