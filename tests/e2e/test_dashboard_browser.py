@@ -269,6 +269,8 @@ def test_every_page_passes_axe_and_fits_a_phone(
         "contacts": "contacts",
         "contact": f"contacts/{contact_id}",
         "workflows": "workflows",
+        "segments": "segments",
+        "segment": "segments/target-decision-makers?workflow=guide-nurture",
         "content": f"content?piece={tested}" if tested else "content",
         "queue": "queue",
         "settings": "settings",
