@@ -58,7 +58,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, s
     project = tmp_path_factory.mktemp("demo") / "project"
     project.mkdir()
     shutil.copy(root / "nurture.yaml", project)
-    for folder in ("workflows", "content"):
+    for folder in ("workflows", "content", "segments"):
         shutil.copytree(root / folder, project / folder)
     port = free_port()
     server = subprocess.Popen(
