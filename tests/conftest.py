@@ -44,7 +44,6 @@ def project_dir(tmp_path: Path) -> Path:
     shutil.copy(REPO / "nurture.yaml", root / "nurture.yaml")
     shutil.copytree(REPO / "workflows", root / "workflows")
     shutil.copytree(REPO / "content", root / "content")
-    shutil.copytree(REPO / "segments", root / "segments")
     return root
 
 

@@ -18,6 +18,7 @@ from nurture.feedback import suppress
 from nurture.models import Contact, Enrollment, Message
 from nurture.runtime import Runtime, open_runtime
 from tests.helpers import add_contact, write
+from tests.test_segments import with_segments  # noqa: F401  (autouse: the example segments)
 
 VIP = """\
 name: Decision makers

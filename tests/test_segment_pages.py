@@ -19,6 +19,7 @@ from nurture.web import create_app
 from tests.helpers import add_contact, write
 from tests.test_audiences import VIP
 from tests.test_dashboard import PASSWORD, csrf, log_in
+from tests.test_segments import with_segments  # noqa: F401  (autouse: the example segments)
 
 PAGES = [
     "/segments",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,16 @@ from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime
 from tests.helpers import write
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def with_segments(project_dir: Path) -> None:
+    """The example project with its segments (the shared fixture leaves them out: tests
+    that replace nurture.yaml would find segments reading lists they no longer have)."""
+    shutil.copytree(REPO / "segments", project_dir / "segments")
+
 
 NOW = datetime.fromisoformat("2026-03-02T08:00:00+00:00")
 CONTENT = ["evaluation/case-study-northwind", "discovery/hidden-cost-of-churn"]
