@@ -44,6 +44,7 @@ from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.redact import redact_text
 from nurture.runtime import Runtime, check_start, database_url, open_runtime
+from nurture.segments import Segment
 from nurture.transport import NullTransport, OutboxTransport
 from nurture.users import create_user, end_sessions, find_user, set_password
 from nurture.words import counted
@@ -409,13 +410,23 @@ def doctor(obj: Context) -> None:
 def plan_(obj: Context, as_json: bool, days: int | None) -> None:
     """What the engine will do with the people in flight when it takes up the files as
     they are now: steps added, removed, moved, renamed; who continues, moves, finishes or
-    is held, and why. Changes nothing."""
+    is held, and why; and for a workflow entering by segment, the backfill `nurture
+    enroll` would do (who would enter, when their first emails would go). Changes nothing."""
+    from nurture.audiences import enroll as enroll_segment
+    from nurture.audiences import schedule_lines, summary
     from nurture.planrun import NotSupported, rehearse_edit
     from nurture.reload import edit_plan, format_plan
     from nurture.runtime import database_url
 
     runtime = obj.runtime()
     report = edit_plan(runtime.database, runtime.project)
+    backfills = [
+        enroll_segment(
+            runtime.database, runtime.project, w.id, None, runtime.clock.now(), dry_run=True
+        )
+        for w in runtime.project.workflows.values()
+        if w.enter.segment is not None
+    ]
     rehearsal = None
     if days is not None:
         url = database_url(runtime.project, obj.database)
@@ -426,15 +437,40 @@ def plan_(obj: Context, as_json: bool, days: int | None) -> None:
             raise click.ClickException(str(exc)) from None
     if as_json:
         body: Any = report
+        if rehearsal is not None or backfills:
+            body = {"workflows": report}
         if rehearsal is not None:
-            body = {
-                "workflows": report,
-                "rehearsal": {"days": days, "before": rehearsal.old, "after": rehearsal.new},
-            }
+            body["rehearsal"] = {"days": days, "before": rehearsal.old, "after": rehearsal.new}
+        if backfills:
+            body["backfill"] = [
+                {
+                    "workflow": b.workflow,
+                    "segment": b.segment,
+                    "members": b.members,
+                    "would_enter": len(b.entered),
+                    "first_emails": {
+                        day.isoformat(): {
+                            "count": n,
+                            "first": first.isoformat(),
+                            "last": last.isoformat(),
+                        }
+                        for day, (n, first, last) in b.schedule.items()
+                    },
+                    "unreachable": b.unreachable,
+                }
+                for b in backfills
+            ]
         click.echo(json.dumps(body, indent=2))
     else:
         for line in format_plan(report):
             click.echo(line)
+        for backfill in backfills:
+            click.echo(f"backfill: {summary(backfill)}")
+            for line in schedule_lines(backfill, runtime.project.settings.timezone):
+                click.echo(line)
+            click.echo(
+                f"  apply with: nurture enroll {backfill.workflow} --segment {backfill.segment}"
+            )
         for line in rehearsal.lines() if rehearsal else ():
             click.echo(line)
 
@@ -749,6 +785,122 @@ def apikey_revoke(obj: Context, prefix: str) -> None:
     if not count:
         raise click.ClickException(f"no live key starts with {prefix}")
     click.echo(f"revoked {count} key(s)")
+
+
+@main.group()
+def segment() -> None:
+    """Segments (segments/*.yaml): who is in each, counted by the database."""
+
+
+def _segment(runtime: Runtime, name: str) -> Segment:
+    from nurture.segments import unknown_segment
+
+    found = runtime.project.segments.get(name)
+    if found is None:
+        raise click.ClickException(unknown_segment(name, runtime.project.segments))
+    return found
+
+
+@segment.command("list")
+@click.pass_obj
+def segment_list(obj: Context) -> None:
+    """Each segment with how many people are in it now."""
+    from nurture.segments import audience, count
+
+    runtime = obj.runtime()
+    project, now = runtime.project, runtime.clock.now()
+    if not project.segments:
+        click.echo("no segments: add segments/<name>.yaml (README, Segments)")
+        return
+    width = max(len(name) for name in project.segments)
+    with sessions(runtime.database)() as session:
+        for name, found in sorted(project.segments.items()):
+            people = count(
+                session, audience(session, project.settings, found, project.content_ids(), now)
+            )
+            click.echo(f"{name:<{width}}  {people:>8}  {found.name}")
+
+
+@segment.command("show")
+@click.argument("name")
+@click.option("--count", "count_only", is_flag=True, help="Print only how many are in it.")
+@click.option("--page", default=1, show_default=True, type=click.IntRange(1, None))
+@click.pass_obj
+def segment_show(obj: Context, name: str, count_only: bool, page: int) -> None:
+    """The segment's condition, how many are in it, and a page of its people."""
+    from nurture.segments import PAGE_SIZE, audience, count
+    from nurture.segments import page as page_of
+
+    runtime = obj.runtime()
+    project, now = runtime.project, runtime.clock.now()
+    found = _segment(runtime, name)
+    with sessions(runtime.database)() as session:
+        members = audience(session, project.settings, found, project.content_ids(), now)
+        people = count(session, members)
+        if count_only:
+            click.echo(people)
+            return
+        click.echo(f"{found.name} ({name})")
+        if found.description:
+            click.echo(found.description)
+        click.echo(f"when: {found.when}")
+        pages = max(1, -(-people // PAGE_SIZE))
+        click.echo(f"{people} people; page {min(page, pages)} of {pages}")
+        for contact in page_of(session, members, min(page, pages)):
+            click.echo(f"  {contact.email:<40} {contact.stage:<12} fit {contact.fit:>5.1f}")
+
+
+@segment.command("export")
+@click.argument("name")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="The CSV file to write.",
+)
+@click.pass_obj
+def segment_export(obj: Context, name: str, output: Path) -> None:
+    """Write the segment's people to a CSV file (profile, custom fields, stage, scores)."""
+    from nurture.segments import audience, export
+
+    runtime = obj.runtime()
+    project, now = runtime.project, runtime.clock.now()
+    found = _segment(runtime, name)
+    with sessions(runtime.database)() as session, output.open("w", newline="") as out:
+        members = audience(session, project.settings, found, project.content_ids(), now)
+        written = export(session, members, project.settings, out)
+    click.echo(f"wrote {written} people to {output}")
+
+
+@main.command()
+@click.argument("workflow")
+@click.option("--segment", "segment_name", help="Default: the segment the workflow enters by.")
+@click.option("--dry-run", is_flag=True, help="Say who would enter and when; change nothing.")
+@click.pass_obj
+def enroll(obj: Context, workflow: str, segment_name: str | None, dry_run: bool) -> None:
+    """Enroll the people in a segment now in a workflow (a backfill), paced by the caps:
+    not the suppressed, not those already in it, not those its reenter rule keeps out."""
+    from nurture.audiences import AudienceError, schedule_lines, summary
+    from nurture.audiences import enroll as enroll_segment
+
+    runtime = obj.runtime()
+    try:
+        done = enroll_segment(
+            runtime.database,
+            runtime.project,
+            workflow,
+            segment_name,
+            runtime.clock.now(),
+            dry_run=dry_run,
+        )
+    except AudienceError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary(done))
+    for line in schedule_lines(done, runtime.project.settings.timezone):
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: nothing changed")
 
 
 @main.group()

@@ -437,9 +437,19 @@ class Rules:
             self.settings, self.workflows, person, self.now, None, None, found, self.out, cause
         )
 
-    def enter(self, person: Person) -> None:
+    def enter(self, person: Person, *, only: str | None = None, admitted: bool = False) -> None:
         found = self.decision(person)
-        enter(self.settings, self.workflows, person, self.now, None, found.moves, found.enrolled)
+        enter(
+            self.settings,
+            self.workflows,
+            person,
+            self.now,
+            None,
+            found.moves,
+            found.enrolled,
+            only=only,
+            admitted=admitted,
+        )
 
 
 def _hold(settings: Settings, person: Person, why: str, now: datetime, out: Decided) -> None:
@@ -470,14 +480,22 @@ def enter(
     kind: str | None,
     moves: Sequence[Move],
     enrolled: list[str],
+    *,
+    only: str | None = None,
+    admitted: bool = False,
 ) -> None:
     """Enter every workflow whose entry rule the person now meets, once per workflow: a new
-    `Enrolled` (id None) or an earlier one started again (`reenter:`)."""
+    `Enrolled` (id None) or an earlier one started again (`reenter:`).
+
+    `only`: just that workflow. `admitted`: the caller found the person in the audience the
+    workflow enters by (a segment, read in SQL by intake.enter_segments, or `nurture enroll`):
+    it is entered without reading its entry rule; every other check (a stage with nurture,
+    suppression, not already in it, its reenter rule, its goal stages, holdout) applies."""
     if settings.phase_of(person.stage) is None or person.suppressed:
         return
     variables = condition_variables(person, settings, now, fields=person.fields)
     for workflow in workflows.values():
-        if person.stage in workflow.goals.stages:
+        if person.stage in workflow.goals.stages or only not in (None, workflow.id):
             continue
         earlier = person.enrollments.get(workflow.id)
         if earlier is not None and (
@@ -492,7 +510,8 @@ def enter(
             earlier is None or any(m.to_stage in entry.stages for m in moves)
         )
         if not (
-            staged
+            admitted
+            or staged
             or (kind is not None and kind in entry.events)
             or (entry.when is not None and expressions.evaluate(entry.when, variables))
         ):

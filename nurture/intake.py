@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -21,7 +21,16 @@ from sqlalchemy.orm import Session
 
 from nurture.config import PROFILE_FIELDS
 from nurture.contacts import profile
-from nurture.eventrules import Decided, Decision, Enrolled, Incoming, Person, decide
+from nurture.eventrules import (
+    OPEN_STATUSES,
+    Decided,
+    Decision,
+    Enrolled,
+    Incoming,
+    Person,
+    Rules,
+    decide,
+)
 from nurture.feedback import UnknownContact, hand_off, lock_accounts, upsert_contact
 from nurture.models import (
     CANCELLED,
@@ -35,6 +44,7 @@ from nurture.models import (
     Suppression,
 )
 from nurture.project import Project
+from nurture.segments import audience
 
 __all__ = ["Incoming", "Recorded", "change_people", "record_batch", "record_events"]
 log = logging.getLogger(__name__)
@@ -112,6 +122,7 @@ def record_batch(
         people.update(_load(session, project, [i for i in items if i.email in new], now))
     decided = decide(project.settings, project.workflows, people, items, now)
     ids = _write(session, project, decided, people.values(), now)
+    enter_segments(session, project, people, now)
     return decided.decisions, ids
 
 
@@ -121,16 +132,71 @@ def change_people(
     addresses: Iterable[str],
     now: datetime,
     work: Callable[[dict[str, Person], Decided], None],
+    *,
+    segments: bool = True,
 ) -> dict[str, Person]:
     """What is not an event (a move by hand, a new fit, a profile edit): load the people of
     `addresses` (locked), let `work` decide with the rules of nurture/eventrules.py into a
-    `Decided`, write it. The people, as they are now."""
+    `Decided`, write it, then let them enter the workflows that enter by a segment they are
+    now in (`segments`). The people, as they are now."""
     session.flush()
     people = _load(session, project, [], now, set(addresses))
     decided = Decided()
     work(people, decided)
     _write(session, project, decided, people.values(), now)
+    if segments:
+        enter_segments(session, project, people, now)
     return people
+
+
+def enter_segments(
+    session: Session, project: Project, people: Mapping[str, Person], now: datetime
+) -> None:
+    """Workflows that enter by segment (`enter: {segment: NAME}`): whoever of `people` is in
+    the segment now, read in SQL after what was just written (the segment's clause, as its
+    counts read it), enters through the rules like any entry (eventrules.enter, admitted)."""
+    by_segment = [w for w in project.workflows.values() if w.enter.segment is not None]
+    if not by_segment or not people:
+        return
+    session.flush()
+    for workflow in by_segment:
+        segment = project.segments.get(workflow.enter.segment or "")
+        if segment is None:
+            continue
+        candidates = [
+            p.email
+            for p in people.values()
+            if (e := p.enrollments.get(workflow.id)) is None or e.status not in OPEN_STATUSES
+        ]
+        if not candidates:
+            continue
+        found = audience(session, project.settings, segment, project.content_ids(), now)
+        members = sorted(
+            session.scalars(
+                select(_CONTACTS.c.email).where(found.clause, _CONTACTS.c.email.in_(candidates))
+            )
+        )
+        if members:
+            enroll_people(session, project, members, workflow.id, now)
+
+
+def enroll_people(
+    session: Session, project: Project, addresses: Sequence[str], workflow: str, now: datetime
+) -> dict[int, list[str]]:
+    """Enter `addresses`, found in the audience `workflow` enters by, into it through the
+    rules (every check but the entry rule applies); what each person entered, by id."""
+    entered: dict[int, list[str]] = {}
+
+    def work(found: dict[str, Person], decided: Decided) -> None:
+        rules = Rules(project.settings, project.workflows, now, decided)
+        for address in addresses:
+            person = found.get(address)
+            if person is not None:
+                rules.enter(person, only=workflow, admitted=True)
+                entered[person.id] = rules.decision(person).enrolled
+
+    change_people(session, project, addresses, now, work, segments=False)
+    return entered
 
 
 def _event_id(decision: Decision, ids: list[int]) -> int | None:

@@ -112,6 +112,17 @@ class Event(Base):
         UniqueConstraint("contact_id", "client_event_id"),
         Index("ix_events_contact_occurred", "contact_id", "occurred_at"),
         Index("ix_events_kind_occurred", "kind", "occurred_at", "machine"),
+        # Segments (`did`, `clicked`, `opened` as EXISTS per contact): one seek per person
+        # on what people, not machines, did.
+        Index(
+            "ix_events_real_contact_kind",
+            "contact_id",
+            "kind",
+            "occurred_at",
+            "message_id",
+            sqlite_where=text("machine IS NULL"),
+            postgresql_where=text("machine IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

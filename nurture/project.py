@@ -8,6 +8,7 @@ from pathlib import Path
 from nurture.config import Settings, load_settings
 from nurture.content import Piece, base_name, content_files, load_piece, sample_variables
 from nurture.problems import Problem, ProjectError
+from nurture.segments import Segment, load_segments
 from nurture.workflows import Workflow, load_workflow, workflow_context
 
 SETTINGS_FILE = "nurture.yaml"
@@ -23,10 +24,16 @@ class Project:
     content_aliases: dict[str, str] = field(default_factory=dict)
     #: An earlier workflow id -> the workflow that took its people (`renamed_from:`).
     renamed_workflows: dict[str, str] = field(default_factory=dict)
+    #: Named audiences (`segments/*.yaml`), by id (the file name).
+    segments: dict[str, Segment] = field(default_factory=dict)
 
     def canonical(self, content_id: str) -> str:
         """The content id a piece goes by now: whoever got the old one has got it."""
         return self.content_aliases.get(content_id, content_id)
+
+    def content_ids(self) -> dict[str, tuple[str, ...]]:
+        """Each piece's id -> every id it has gone by (itself first, then its old ids)."""
+        return _content_ids(self.content)
 
     @property
     def database_path(self) -> Path:
@@ -90,8 +97,13 @@ def load_project(root: Path) -> Project:
             base.translations[language] = piece
     phases: dict[str, str] = {piece_id: piece.phase for piece_id, piece in content.items()}
     phases.update(_broken_ids(content_root, content))
+    segments, found = load_segments(
+        root, settings, phases, _content_ids(content), lambda path: _display(path, root)
+    )
+    problems.extend(found)
     context = workflow_context(settings, phases)
     context["contact_fields"] = settings.contact_fields  # `contact.x` must be a field
+    context["segments"] = segments
     workflows: dict[str, Workflow] = {}
     for path in sorted((root / "workflows").glob("*.y*ml")):
         try:
@@ -118,7 +130,11 @@ def load_project(root: Path) -> Project:
             renamed.setdefault(old, workflow.id)
     if problems:
         raise ProjectError(problems)
-    return Project(root, settings, workflows, content, aliases, renamed)
+    return Project(root, settings, workflows, content, aliases, renamed, segments)
+
+
+def _content_ids(content: dict[str, Piece]) -> dict[str, tuple[str, ...]]:
+    return {piece.id: (piece.id, *piece.front.renamed_from) for piece in content.values()}
 
 
 def _content_aliases(

@@ -1,5 +1,5 @@
-"""JSON Schemas for nurture.yaml and workflow files, generated from the models that validate
-them, so an editor (the YAML language server) flags what `nurture validate` would."""
+"""JSON Schemas for nurture.yaml, workflow and segment files, generated from the models that
+validate them, so an editor (the YAML language server) flags what `nurture validate` would."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from nurture.config import Settings
 from nurture.durations import format_duration
+from nurture.segments import Segment
 from nurture.workflows import Workflow
 
 FILES: dict[str, tuple[type[BaseModel], str]] = {
     "nurture.schema.json": (Settings, "nurture project settings (nurture.yaml)"),
     "workflow.schema.json": (Workflow, "nurture workflow (workflows/*.yaml)"),
+    "segment.schema.json": (Segment, "nurture segment (segments/*.yaml)"),
 }
 
 

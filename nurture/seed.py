@@ -22,11 +22,12 @@ CHUNK = 10_000
 
 
 def copy_project(source: Path, destination: Path) -> Path:
-    """The project at `source` (settings, workflows, content) in a fresh folder."""
+    """The project at `source` (settings, workflows, content, segments) in a fresh folder."""
     destination.mkdir(parents=True)
     shutil.copy(source / "nurture.yaml", destination)
-    for folder in ("workflows", "content"):
-        shutil.copytree(source / folder, destination / folder)
+    for folder in ("workflows", "content", "segments"):
+        if (source / folder).is_dir():
+            shutil.copytree(source / folder, destination / folder)
     return destination
 
 

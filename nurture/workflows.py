@@ -43,6 +43,7 @@ from nurture.durations import parse_duration
 from nurture.holdouts import SHARE_PATTERN, format_share, parse_share
 from nurture.phases import PHASES, Phase
 from nurture.problems import ProjectError
+from nurture.segments import unknown_segment
 from nurture.yamlfile import format_loc, parse_yaml
 
 
@@ -342,7 +343,9 @@ class Entry(Strict):
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
-        json_schema_extra={"anyOf": [{"required": [k]} for k in ("stages", "events", "when")]},
+        json_schema_extra={
+            "anyOf": [{"required": [k]} for k in ("stages", "events", "when", "segment")]
+        },
     )
 
     stages: list[StageName] = Field(default_factory=list, description="Enter when in one of these.")
@@ -350,11 +353,26 @@ class Entry(Strict):
         default_factory=list, description="Enter when one of these events happens."
     )
     when: Condition | None = None
+    segment: str | None = Field(
+        default=None,
+        description=(
+            "Enter when in this segment (segments/<name>.yaml); `nurture enroll WORKFLOW "
+            "--segment NAME` enrolls those who are in it already."
+        ),
+    )
+
+    @field_validator("segment")
+    @classmethod
+    def _known_segment(cls, value: str | None, info: ValidationInfo) -> str | None:
+        known = _context(info).get("segments")
+        if value is not None and known is not None and value not in known:
+            raise ValueError(unknown_segment(value, known))
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> Entry:
-        if not (self.stages or self.events or self.when):
-            raise ValueError("say who enters: stages, events or when (a condition)")
+        if not (self.stages or self.events or self.when or self.segment):
+            raise ValueError("say who enters: stages, events, when (a condition) or segment")
         return self
 
 

@@ -1,4 +1,5 @@
-"""The JSON API: events in (one or a batch), contacts in and out, sales outcomes.
+"""The JSON API: events in (one or a batch), contacts in and out, sales outcomes, the
+people of a segment.
 
 Every route but the OpenAPI description needs `Authorization: Bearer <key>` (keys from
 `nurture apikey create`). A 2xx answer means committed; a 4xx answer is JSON naming
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from nurture import eventtime, metrics
+from nurture import eventtime, metrics, segments
 from nurture.accounts import rollup
 from nurture.apikeys import find_key
 from nurture.contacts import NO_NUL, current_engagement, normalize_email, profile, shown
@@ -33,7 +34,9 @@ from nurture.web.schemas import (
     MAX_DEPTH,
     MAX_ITEMS,
     MAX_PROPERTY_TEXT,
+    MAX_SEGMENT_PAGE,
     NOT_BLANK,
+    SEGMENT_PAGE,
     EventBatch,
     EventIn,
     SalesIn,
@@ -397,6 +400,48 @@ def account(account: str) -> Response:
                 for m in members[:200]
             ],
         )
+
+
+@bp.get("/segments/<name>/contacts")
+def segment_contacts(name: str) -> Response:
+    """A page of the people in a segment, by id, with how many there are in all."""
+    runtime = _runtime()
+    project, now = runtime.project, runtime.clock.now()
+    segment = project.segments.get(name)
+    if segment is None:
+        message = segments.unknown_segment(name[:100], project.segments)
+        raise Problem(404, "not_found", message, [{"field": "segment", "message": message}])
+    number = _page_parameter("page", 1, None)
+    size = _page_parameter("per_page", SEGMENT_PAGE, MAX_SEGMENT_PAGE)
+    with runtime.database.connect() as connection, Session(bind=connection) as session:
+        found = segments.audience(session, project.settings, segment, project.content_ids(), now)
+        total = segments.count(session, found)
+        people = segments.page(session, found, number, size)
+        return jsonify(
+            segment=name,
+            name=segment.name,
+            total=total,
+            page=number,
+            per_page=size,
+            pages=max(1, -(-total // size)),
+            contacts=[segments.row(c, project.settings, now) for c in people],
+        )
+
+
+def _page_parameter(field: str, default: int, most: int | None) -> int:
+    """A whole number from 1 (to `most`) in the query string; 422 naming it otherwise."""
+    raw = request.args.get(field)
+    if raw is None:
+        return default
+    limit = f" to {most}" if most else ""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        message = f"{field} must be a whole number from 1{limit}, not {shown(raw)}"
+        raise Problem(422, "invalid", message, [{"field": field, "message": message}])
+    value = int(raw)
+    if value < 1 or (most is not None and value > most):
+        message = f"{field} must be a whole number from 1{limit}, not {value}"
+        raise Problem(422, "invalid", message, [{"field": field, "message": message}])
+    return value
 
 
 def _find(session: Session, email: str) -> Contact:

@@ -1,7 +1,8 @@
-"""The marketing-ops dashboard: overview, contacts, one contact and its actions."""
+"""The marketing-ops dashboard: overview, contacts, one contact and its actions, segments."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as BaseResponse
 
+from nurture import audiences, segments
 from nurture.contacts import current_engagement, profile
 from nurture.content import preview_unsubscribe_url, render_email, sample_contact
 from nurture.db import sessions, write_transaction
@@ -47,6 +49,7 @@ from nurture.reports import (
     workflow_versions,
 )
 from nurture.runtime import Runtime
+from nurture.segments import Segment
 from nurture.stats import content_stats
 from nurture.web.auth import login_required
 from nurture.winner import CONFIDENCE, MIN_SENDS
@@ -168,6 +171,95 @@ def contact_action(contact_id: int) -> BaseResponse | tuple[str, int]:
         else:
             abort(400, description="unknown action")
     return redirect(url_for("dashboard.contact_page", contact_id=contact_id))
+
+
+@bp.get("/segments")
+@login_required
+def segments_page() -> str:
+    runtime = _runtime()
+    project, now = runtime.project, runtime.clock.now()
+    rows = []
+    with sessions(runtime.database)() as db:
+        for name, found in sorted(project.segments.items()):
+            members = segments.audience(db, project.settings, found, project.content_ids(), now)
+            rows.append((name, found, segments.count(db, members)))
+    return render_template("segments.html", rows=rows)
+
+
+def _segment(name: str) -> Segment:
+    found = _runtime().project.segments.get(name)
+    if found is None:
+        abort(404, description=f"no segment {name[:100]!r}")
+    return found
+
+
+@bp.get("/segments/<name>")
+@login_required
+def segment_page(name: str) -> str:
+    """A segment: how many are in it now, a sample, its export, and its enrollment (a dry
+    run first when a workflow is chosen; applying it is a POST)."""
+    runtime = _runtime()
+    project, now = runtime.project, runtime.clock.now()
+    found = _segment(name)
+    with sessions(runtime.database)() as db:
+        members = segments.audience(db, project.settings, found, project.content_ids(), now)
+        total = segments.count(db, members)
+        sample = segments.page(db, members, 1)
+    chosen = request.args.get("workflow") or None
+    preview = None
+    if chosen is not None:
+        if chosen not in project.workflows:
+            abort(404, description=f"no workflow {chosen[:100]!r}")
+        preview = audiences.enroll(runtime.database, project, chosen, name, now, dry_run=True)
+    return render_template(
+        "segment.html",
+        name=name,
+        segment=found,
+        total=total,
+        sample=sample,
+        workflows=sorted(project.workflows),
+        entering={w.id for w in project.workflows.values() if w.enter.segment == name},
+        preview=preview,
+        schedule=audiences.schedule_lines(preview, project.settings.timezone) if preview else [],
+    )
+
+
+@bp.get("/segments/<name>.csv")
+@login_required
+def segment_export(name: str) -> BaseResponse:
+    runtime = _runtime()
+    project, now = runtime.project, runtime.clock.now()
+    found = _segment(name)
+    out = io.StringIO()
+    with sessions(runtime.database)() as db:
+        members = segments.audience(db, project.settings, found, project.content_ids(), now)
+        segments.export(db, members, project.settings, out)
+    return BaseResponse(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+@bp.post("/segments/<name>/enroll")
+@login_required
+def segment_enroll(name: str) -> str:
+    """Enroll the segment's people in a workflow, as confirmed on the segment's page."""
+    runtime = _runtime()
+    project = runtime.project
+    _segment(name)
+    workflow = request.form.get("workflow", "")
+    if workflow not in project.workflows:
+        abort(400, description="workflow: choose one of the project's workflows")
+    done = audiences.enroll(
+        runtime.database, project, workflow, name, runtime.clock.now(), dry_run=False
+    )
+    return render_template(
+        "segment_enrolled.html",
+        name=name,
+        done=done,
+        schedule=audiences.schedule_lines(done, project.settings.timezone),
+    )
 
 
 @bp.get("/workflows")

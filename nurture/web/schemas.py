@@ -295,6 +295,10 @@ def _keys_as_names(schema: Any) -> Any:
     return out
 
 
+#: People per page of a segment (GET /api/v1/segments/<name>/contacts), and the most.
+SEGMENT_PAGE, MAX_SEGMENT_PAGE = 50, 500
+
+
 def openapi(
     title: str,
     version: str,
@@ -394,6 +398,38 @@ def openapi(
                     "responses": {
                         "200": {"description": "Moved", **_json(_OBJECT)},
                         **_errors(400, 401, 404, 413, 422),
+                    },
+                }
+            },
+            "/api/v1/segments/{segment}/contacts": {
+                "get": {
+                    "summary": "A page of the people in a segment (segments/<name>.yaml), by id",
+                    "parameters": [
+                        {
+                            "name": "segment",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
+                        {
+                            "name": "page",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "default": 1},
+                        },
+                        {
+                            "name": "per_page",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_SEGMENT_PAGE,
+                                "default": SEGMENT_PAGE,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": {"description": "The page and the total", **_json(_OBJECT)},
+                        **_errors(401, 404, 422),
                     },
                 }
             },

@@ -58,7 +58,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, s
     project = tmp_path_factory.mktemp("demo") / "project"
     project.mkdir()
     shutil.copy(root / "nurture.yaml", project)
-    for folder in ("workflows", "content"):
+    for folder in ("workflows", "content", "segments"):
         shutil.copytree(root / folder, project / folder)
     port = free_port()
     server = subprocess.Popen(
@@ -269,6 +269,8 @@ def test_every_page_passes_axe_and_fits_a_phone(
         "contacts": "contacts",
         "contact": f"contacts/{contact_id}",
         "workflows": "workflows",
+        "segments": "segments",
+        "segment": "segments/target-decision-makers?workflow=guide-nurture",
         "content": f"content?piece={tested}" if tested else "content",
         "queue": "queue",
         "settings": "settings",
