@@ -4,8 +4,9 @@ would go under the caps.
 Every enrollment goes through the event pipeline's entry rule (`intake.enroll_people`:
 eventrules.enter for that workflow, admitted): suppressed people, people already in the
 workflow, people its reenter rule keeps out, people in one of its goal stages or in a
-stage with no nurture are not enrolled. The enrollments are due at once and the dispatcher paces their emails
-like any other: each person's caps, quiet hours and weekdays, the account and sender caps.
+stage with no nurture are not enrolled. The enrollments are due at once and the
+dispatcher paces their emails like any other: each person's caps, quiet hours and
+weekdays, the account and sender caps.
 A dry run does the same in a transaction it rolls back: nothing is applied unless asked.
 """
 

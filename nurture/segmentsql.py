@@ -338,8 +338,9 @@ class _Compiler:
     def field(self, name: str) -> Operand:
         shown = f"contact.{name}"
         if name == "email_domain":
-            email = Contact.email
-            return Operand(func.substr(email, func.instr(email, "@") + 1), _TEXT, False, shown)
+            email = Contact.email  # PostgreSQL has strpos where SQLite has instr
+            at = func.strpos if self.scope.dialect == "postgresql" else func.instr
+            return Operand(func.substr(email, at(email, "@") + 1), _TEXT, False, shown)
         if name == "email":
             return Operand(Contact.email, _TEXT, False, shown)
         if name == "company_size":
