@@ -26,8 +26,9 @@ from nurture.db import write_transaction
 from nurture.intake import enroll_people
 from nurture.models import Contact, Message
 from nurture.pacing import decide
+from nurture.problems import unknown_segment
 from nurture.project import Project
-from nurture.segments import audience, contact_ids, count, unknown_segment
+from nurture.segments import audience, contact_ids, count
 from nurture.segmentsql import RECEIVED_STATUSES
 from nurture.workflows import Workflow
 

@@ -793,7 +793,7 @@ def segment() -> None:
 
 
 def _segment(runtime: Runtime, name: str) -> Segment:
-    from nurture.segments import unknown_segment
+    from nurture.problems import unknown_segment
 
     found = runtime.project.segments.get(name)
     if found is None:

@@ -518,9 +518,9 @@ def _change(
         work(person, rules)
         done.append(rules.decision(person))
 
-    change_people(session, project, [address], now, run)
+    people, entered = change_people(session, project, [address], now, run)
     outcome = outcome or Outcome(contact)
     outcome.moves += done[0].moves
-    outcome.enrolled += done[0].enrolled
+    outcome.enrolled += done[0].enrolled + entered.get(people[address].id, [])
     outcome.ended += done[0].ended
     return outcome

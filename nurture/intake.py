@@ -122,7 +122,9 @@ def record_batch(
         people.update(_load(session, project, [i for i in items if i.email in new], now))
     decided = decide(project.settings, project.workflows, people, items, now)
     ids = _write(session, project, decided, people.values(), now)
-    enter_segments(session, project, people, now)
+    entered = enter_segments(session, project, people, now)
+    for decision in reversed(decided.decisions):  # told with each person's last event
+        decision.enrolled += entered.pop(decision.person.id, [])
     return decided.decisions, ids
 
 
@@ -134,30 +136,32 @@ def change_people(
     work: Callable[[dict[str, Person], Decided], None],
     *,
     segments: bool = True,
-) -> dict[str, Person]:
+) -> tuple[dict[str, Person], dict[int, list[str]]]:
     """What is not an event (a move by hand, a new fit, a profile edit): load the people of
     `addresses` (locked), let `work` decide with the rules of nurture/eventrules.py into a
     `Decided`, write it, then let them enter the workflows that enter by a segment they are
-    now in (`segments`). The people, as they are now."""
+    now in (`segments`). The people, as they are now, and who entered which workflows by
+    segment (by contact id)."""
     session.flush()
     people = _load(session, project, [], now, set(addresses))
     decided = Decided()
     work(people, decided)
     _write(session, project, decided, people.values(), now)
-    if segments:
-        enter_segments(session, project, people, now)
-    return people
+    entered = enter_segments(session, project, people, now) if segments else {}
+    return people, entered
 
 
 def enter_segments(
     session: Session, project: Project, people: Mapping[str, Person], now: datetime
-) -> None:
+) -> dict[int, list[str]]:
     """Workflows that enter by segment (`enter: {segment: NAME}`): whoever of `people` is in
     the segment now, read in SQL after what was just written (the segment's clause, as its
-    counts read it), enters through the rules like any entry (eventrules.enter, admitted)."""
+    counts read it), enters through the rules like any entry (eventrules.enter, admitted).
+    Who entered what, by contact id."""
+    entered: dict[int, list[str]] = {}
     by_segment = [w for w in project.workflows.values() if w.enter.segment is not None]
     if not by_segment or not people:
-        return
+        return entered
     session.flush()
     for workflow in by_segment:
         segment = project.segments.get(workflow.enter.segment or "")
@@ -177,7 +181,11 @@ def enter_segments(
             )
         )
         if members:
-            enroll_people(session, project, members, workflow.id, now)
+            for person_id, workflows in enroll_people(
+                session, project, members, workflow.id, now
+            ).items():
+                entered.setdefault(person_id, []).extend(workflows)
+    return entered
 
 
 def enroll_people(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -23,3 +25,12 @@ class ProjectError(Exception):
     def __init__(self, problems: Iterable[Problem]) -> None:
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def unknown_segment(name: str, known: Mapping[str, Any]) -> str:
+    """`unknown segment 'x'; did you mean y?` (and the known ones when nothing is close)."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if close:
+        return f"unknown segment {name!r}; did you mean {close[0]}?"
+    names = ", ".join(sorted(known)) or "none: add segments/<name>.yaml"
+    return f"unknown segment {name!r} (segments: {names})"

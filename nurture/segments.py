@@ -13,7 +13,6 @@ Its id is the file name (`segments/engaged-evaluators.yaml` -> `engaged-evaluato
 from __future__ import annotations
 
 import csv
-import difflib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,15 +94,6 @@ def load_segments(
             continue
         found[path.stem] = segment.model_copy(update={"id": path.stem})
     return found, problems
-
-
-def unknown_segment(name: str, known: Mapping[str, Any]) -> str:
-    """`unknown segment 'x'; did you mean y?` (and the known ones when nothing is close)."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    if close:
-        return f"unknown segment {name!r}; did you mean {close[0]}?"
-    names = ", ".join(sorted(known)) or "none: add segments/<name>.yaml"
-    return f"unknown segment {name!r} (segments: {names})"
 
 
 @dataclass(frozen=True)

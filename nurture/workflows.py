@@ -42,8 +42,7 @@ from nurture.config import (
 from nurture.durations import parse_duration
 from nurture.holdouts import SHARE_PATTERN, format_share, parse_share
 from nurture.phases import PHASES, Phase
-from nurture.problems import ProjectError
-from nurture.segments import unknown_segment
+from nurture.problems import ProjectError, unknown_segment
 from nurture.yamlfile import format_loc, parse_yaml
 
 

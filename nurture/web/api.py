@@ -28,6 +28,7 @@ from nurture.db import write_retrying, write_transaction
 from nurture.feedback import Outcome, move_stage, sales_outcome, upsert_contact
 from nurture.intake import Incoming, record_events
 from nurture.models import Contact, Enrollment, Event, Message, ScoreChange, StageMove
+from nurture.problems import unknown_segment
 from nurture.runtime import Runtime
 from nurture.web.schemas import (
     MAX_BODY,
@@ -409,7 +410,7 @@ def segment_contacts(name: str) -> Response:
     project, now = runtime.project, runtime.clock.now()
     segment = project.segments.get(name)
     if segment is None:
-        message = segments.unknown_segment(name[:100], project.segments)
+        message = unknown_segment(name[:100], project.segments)
         raise Problem(404, "not_found", message, [{"field": "segment", "message": message}])
     number = _page_parameter("page", 1, None)
     size = _page_parameter("per_page", SEGMENT_PAGE, MAX_SEGMENT_PAGE)
