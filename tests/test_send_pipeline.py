@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +14,12 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from nurture.clock import FixedClock
 from nurture.contacts import LazyVariables, condition_variables, profile
-from nurture.db import lock_for_transaction
-from nurture.runtime import Runtime
+from nurture.db import lock_for_transaction, sessions
+from nurture.runtime import Runtime, open_runtime
 from nurture.tracking import Links
-from tests.helpers import PROFILE, add_contact, contact
+from tests.helpers import PROFILE, add_contact, contact, messages
 
 SECRET = "a-secret-for-the-test"
 BASE = "https://mail.example.com"
@@ -128,3 +130,27 @@ def test_lazy_variables_are_the_condition_variables(runtime: Runtime) -> None:
     assert lazy["contact"] is fields
     assert dict(lazy) == condition_variables(person, settings, now, fields=fields)
     assert {**lazy} == condition_variables(person, settings, now)
+
+
+def test_the_sender_rate_reads_one_instant_per_email_of_its_window(
+    project_dir: Path, clock: FixedClock, database_url: str
+) -> None:
+    path = project_dir / "nurture.yaml"
+    path.write_text(path.read_text().replace("  account_per_day: 2", "  rate_per_minute: 5"))
+    rt = open_runtime(project_dir, clock=clock, database=database_url)
+    for i in range(12):
+        add_contact(rt, f"p{i}@c{i}.example", **PROFILE)
+    start = clock.now()
+    assert rt.dispatcher.tick().sent == 5
+    clock.advance(timedelta(seconds=30))
+    assert rt.dispatcher.tick().sent == 0  # the minute is not over
+    clock.advance(timedelta(seconds=31))
+    assert rt.dispatcher.tick().sent == 5
+    with sessions(rt.database)() as session:
+        history = rt.dispatcher.history(session, clock.now(), {}, lock=False)
+    # Only the last minute counts for a rate per minute: the first five are out of it.
+    assert history.everyone == [clock.now()] * 5
+    clock.advance(timedelta(minutes=1))
+    assert rt.dispatcher.tick().sent == 2
+    assert len(messages(rt)) == 12 and min(m.sent_at for m in messages(rt)) == start
+    rt.database.dispose()
