@@ -7,6 +7,7 @@ import re
 from collections.abc import Collection
 from datetime import time, timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -685,8 +686,12 @@ class Settings(Strict):
         return next((s for s in self.stages if s.name == name), None)
 
     def phase_of(self, stage_name: str) -> Phase | None:
-        stage = self.stage(stage_name)
-        return stage.phase if stage else None
+        return self._phases.get(stage_name)
+
+    @cached_property
+    def _phases(self) -> dict[str, Phase | None]:
+        """Stage name -> its phase (the dispatcher asks it several times per person)."""
+        return {s.name: s.phase for s in reversed(self.stages)}
 
     @property
     def condition_names(self) -> frozenset[str]:

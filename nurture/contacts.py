@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from functools import cache
 from typing import Any, Protocol
@@ -357,3 +357,36 @@ def condition_variables(
 
 def current_engagement(contact: ContactLike, settings: Settings, now: datetime) -> float:
     return decayed(contact.engagement, contact.engagement_at, now, settings.scoring.engagement)[0]
+
+
+class LazyVariables(Mapping[str, Any]):
+    """`condition_variables` built on first use: a step without a condition, or a track
+    without one, never pays for the scores' decay and the lists. `contact` (the profile,
+    which every email renders with) is at hand without building the rest."""
+
+    __slots__ = ("_built", "_contact", "_fields", "_now", "_settings")
+
+    def __init__(
+        self, contact: ContactLike, settings: Settings, now: datetime, fields: dict[str, Any]
+    ) -> None:
+        self._contact = contact
+        self._settings = settings
+        self._now = now
+        self._fields = fields
+        self._built: dict[str, Any] | None = None
+
+    def _all(self) -> dict[str, Any]:
+        if self._built is None:
+            self._built = condition_variables(
+                self._contact, self._settings, self._now, fields=self._fields
+            )
+        return self._built
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields if key == "contact" else self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,14 +67,28 @@ def close(engine: Engine) -> None:
     engine.dispose()
 
 
-def lock_for_transaction(session: Session, key: str) -> None:
-    """Serialize writers on `key` until this transaction ends.
+def lock_for_transaction(session: Session, *keys: str) -> None:
+    """Serialize writers on each of `keys` until this transaction ends, taken one after the
+    other in the order given (sort them: two orders of the same keys could deadlock).
 
-    PostgreSQL: a transaction-scoped advisory lock on the key's hash. SQLite needs none:
-    its write transaction (`BEGIN IMMEDIATE`) already admits one writer at a time.
+    PostgreSQL: transaction-scoped advisory locks on the keys' hashes, all in one statement.
+    SQLite needs none: its write transaction (`BEGIN IMMEDIATE`) already admits one writer
+    at a time.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+    if session.get_bind().dialect.name != "postgresql" or not keys:
+        return
+    if len(keys) == 1:
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(keys[0]))))
+        return
+    session.execute(_LOCK_IN_ORDER, {"keys": list(keys)})
+
+
+#: One advisory lock per key, in the keys' order (a sorted subquery feeds the aggregate).
+_LOCK_IN_ORDER = text(
+    "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM "
+    "(SELECT k FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS given(k, n) ORDER BY n)"
+    " AS ordered"
+)
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:

@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 from nurture import metrics, sendtime
 from nurture.clock import Clock, db_instant
 from nurture.config import CapsOverride
-from nurture.contacts import ContactLike, condition_variables, profile, zone_of
+from nurture.contacts import ContactLike, LazyVariables, profile, zone_of
 from nurture.content import render_email
-from nurture.db import is_sqlite, write_transaction
+from nurture.db import is_sqlite, lock_for_transaction, write_transaction
 from nurture.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
 from nurture.engagement import Engagement, Occurred
 from nurture.feedback import insert_new, suppress
@@ -70,6 +70,17 @@ from nurture.versions import Kind, Outline, outline, place
 
 log = logging.getLogger(__name__)
 _table = cast(Table, Enrollment.__table__)
+#: What the deciding, the render and the journey actions read of a person (not the consent
+#: record nor when the row was made: fewer values to convert per claimed person).
+_CLAIMED = [
+    column
+    for column in cast(Table, Contact.__table__).columns
+    if column.name not in ("consent_source", "consent_at", "created_at")
+]
+#: Core tables for the batch inserts (the ORM's bulk path costs more than the insert itself).
+_messages = cast(Table, Message.__table__)
+_deferrals = cast(Table, Deferral.__table__)
+_journey_steps = cast(Table, JourneyStep.__table__)
 #: One statement for every claimed enrollment: rows share their keys, so it runs as one batch.
 _UPDATE_ENROLLMENT = (
     update(_table)
@@ -91,6 +102,12 @@ _UPDATE_ENROLLMENT = (
     )
 )
 
+#: The outcome of each message not sent, in one statement for a chunk (executemany).
+_SETTLE = (
+    update(_messages)
+    .where(_messages.c.rfc_message_id == bindparam("b_mid"))
+    .values(status=bindparam("status"), error=bindparam("error"))
+)
 #: Message states that count against caps: everything that may have reached the person.
 COUNTED = (QUEUED, SENDING, SENT, UNKNOWN)
 HARD_BOUNCE = "hard bounce:"
@@ -273,9 +290,9 @@ class Dispatcher:
         with write_transaction(self.database) as session:
             batch = self._decide(session, now)
             if batch.messages:
-                session.execute(insert(Message), batch.messages)
+                session.execute(insert(_messages), batch.messages)
             if batch.deferrals:
-                session.execute(insert(Deferral), batch.deferrals)
+                session.execute(insert(_deferrals), batch.deferrals)
             if batch.enrollments:
                 session.execute(_UPDATE_ENROLLMENT, batch.enrollments)
             if batch.journey:
@@ -291,7 +308,7 @@ class Dispatcher:
         plain = [_journey_row(e, c, m) for e, c, m in done if m.action is None]
         if plain:
             build = postgresql.insert if not is_sqlite(self.database) else sqlite.insert
-            statement = build(JourneyStep).on_conflict_do_nothing(index_elements=_JOURNEY_KEY)
+            statement = build(_journey_steps).on_conflict_do_nothing(index_elements=_JOURNEY_KEY)
             session.execute(statement, plain)
         for enrollment, contact, mark in done:
             if mark.action is not None:
@@ -348,12 +365,19 @@ class Dispatcher:
         if not enrollments:
             return batch
         contact_ids = sorted({e.contact_id for e in enrollments})
-        lock = select(*Contact.__table__.columns).where(Contact.id.in_(contact_ids))
+        lock = select(*_CLAIMED).where(Contact.id.in_(contact_ids))
         lock = lock.order_by(Contact.id)
         if not is_sqlite(self.database):
             lock = lock.with_for_update()
         contacts = {c.id: c for c in session.execute(lock)}
-        history = self.history(session, now, contacts)
+        phase_of = self.project.settings.phase_of
+        engaged = {
+            e.contact_id
+            for e in enrollments
+            if (w := self.project.workflows.get(e.workflow)) is not None
+            and w.reads_engagement(phase_of(contacts[e.contact_id].stage))
+        }
+        history = self.history(session, now, contacts, engagement_of=engaged)
         self._winners = promoted(session)  # subject tests that promoted a winner
         self.load_versions(session, enrollments)
         for enrollment in enrollments:
@@ -362,9 +386,18 @@ class Dispatcher:
         return batch
 
     def history(
-        self, session: Session, now: datetime, contacts: dict[int, Row[Any]], *, lock: bool = True
+        self,
+        session: Session,
+        now: datetime,
+        contacts: dict[int, Row[Any]],
+        *,
+        lock: bool = True,
+        engagement_of: Set[int] | None = None,
     ) -> History:
-        """What the caps need, read in the claiming transaction (after taking the locks)."""
+        """What the caps need, read in the claiming transaction (after taking the locks).
+
+        What people did is read for `engagement_of` only (None: everyone, when some
+        workflow asks what people did), the people whose track has a step that asks it."""
         caps = self.project.settings.caps
         history = History()
         accounts = sorted({c.account for c in contacts.values() if c.account})
@@ -374,8 +407,7 @@ class Dispatcher:
             keys = [f"account:{a}" for a in accounts] if caps.account_per_day else []
             if caps.rate_per_minute or caps.rate_per_hour:
                 keys.append("sender-rate")
-            for key in sorted(keys):
-                session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+            lock_for_transaction(session, *sorted(keys))
         emails = [c.email for c in contacts.values()]
         for email, reason in session.execute(
             select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
@@ -391,8 +423,13 @@ class Dispatcher:
             if status in COUNTED:
                 history.sent[contact_id].append(sent_at)
                 history.received[contact_id].add(piece)
-        if self._journeys():
-            self._engagement(session, list(contacts), history)
+        engaged = (
+            (list(contacts) if self._journeys() else [])
+            if engagement_of is None
+            else sorted(engagement_of)
+        )
+        if engaged:
+            self._engagement(session, engaged, history)
         if any(w.uses_send_time for w in self.project.workflows.values()):
             self._engaged_at(session, now, list(contacts), history)
         if caps.account_per_day and accounts:
@@ -413,13 +450,16 @@ class Dispatcher:
             ):
                 history.account[members[contact_id] or ""].append(sent_at)
         if caps.rate_per_minute or caps.rate_per_hour:
-            history.everyone.extend(
-                session.scalars(
-                    select(Message.sent_at)
-                    .where(Message.status.in_(COUNTED), Message.sent_at >= now - timedelta(hours=1))
-                    .order_by(Message.sent_at)
-                )
-            )
+            # The sender's sends over the longest rate window, as (instant, how many): a batch
+            # shares one instant, so this reads a row per batch, not one per email sent.
+            window = timedelta(hours=1) if caps.rate_per_hour else timedelta(minutes=1)
+            for sent_at, count in session.execute(
+                select(Message.sent_at, func.count())
+                .where(Message.status.in_(COUNTED), Message.sent_at >= now - window)
+                .group_by(Message.sent_at)
+                .order_by(Message.sent_at)
+            ):
+                history.everyone.extend([sent_at] * count)
         return history
 
     def _journeys(self) -> bool:
@@ -562,7 +602,7 @@ class Dispatcher:
             since=enrollment.last_sent_at or enrollment.entered_at,
             received=history.received[contact.id],
             sent=history.sent[contact.id],
-            variables=condition_variables(person, settings, now),
+            variables=LazyVariables(person, settings, now, profile(person, settings)),
             policy=self.policy(enrollment.workflow, contact.caps),
             zone=zone_of(person, settings),
             last_engaged=contact.last_engaged_at,
@@ -762,6 +802,11 @@ class Dispatcher:
                 results = [self._attempt(o) for o in mine]
             outcomes = list(zip(mine, results, strict=True))
             delivered = [self._mid(o) for o, (status, _) in outcomes if status == SENT]
+            others = [
+                {"b_mid": self._mid(o), "status": status, "error": error}
+                for o, (status, error) in outcomes
+                if status != SENT
+            ]
             with write_transaction(self.database) as session:
                 if delivered:
                     session.execute(
@@ -769,15 +814,10 @@ class Dispatcher:
                         .where(Message.rfc_message_id.in_(delivered))
                         .values(status=SENT)
                     )
+                if others:
+                    session.execute(_SETTLE, others)
                 for item, (status, error) in outcomes:
                     done[status] += 1
-                    if status == SENT:
-                        continue
-                    session.execute(
-                        update(Message)
-                        .where(Message.rfc_message_id == self._mid(item))
-                        .values(status=status, error=error)
-                    )
                     if status == FAILED and (error or "").startswith(HARD_BOUNCE):
                         suppress(session, item.to, "hard_bounced", error, self.clock.now())
         metrics.count_deliveries(self.transport, done)

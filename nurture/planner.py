@@ -77,6 +77,8 @@ class Exhausted:
 
 
 Plan = Send | WaitUntil | Exhausted
+#: What a person did when nothing was read (their track asks nothing of it).
+_NOTHING = Engagement()
 
 
 @dataclass(frozen=True)
@@ -171,14 +173,14 @@ def plan_next(
     updated = dict(places)
     if phase is None:
         return Exhausted("the current stage receives no nurture", updated)
-    track = workflow.track(phase)
+    track = workflow.tracks.get(phase)
     if not track:
         return Exhausted(
             f"{workflow.id} has no {phase} track: waits until the stage moves to a phase it has",
             updated,
         )
     index = _index(workflow, phase)
-    did = engagement or Engagement()
+    did = engagement or _NOTHING
     scope: dict[str, Any] | None = None
 
     def holds(condition: str) -> bool:

@@ -523,6 +523,29 @@ class Workflow(Strict):
             if isinstance(s, WaitFor)
         )
 
+    def reads_engagement(self, phase: Phase | None) -> bool:
+        """Whether a step of the phase's track asks what people did: a wait_until, or a
+        condition calling clicked(), opened() or did() (only then does the engine read a
+        person's engagement; a split, an action or a score condition needs none)."""
+        return phase in self._engaged_phases
+
+    @cached_property
+    def _engaged_phases(self) -> frozenset[str]:
+        calls = tuple(f"{f}(" for f in engagement.FUNCTIONS if f != "received")
+        found = set()
+        for phase in self.tracks:
+            for step in self.flat(phase):
+                condition = (
+                    step.when
+                    if isinstance(step, Step)
+                    else step.if_
+                    if isinstance(step, Branch)
+                    else None
+                )
+                if isinstance(step, WaitFor) or any(c in (condition or "") for c in calls):
+                    found.add(phase)
+        return frozenset(found)
+
     @property
     def phases(self) -> list[Phase]:
         return [p for p in PHASES if self.tracks.get(p)]
