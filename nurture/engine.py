@@ -371,13 +371,17 @@ class Dispatcher:
             lock = lock.with_for_update()
         contacts = {c.id: c for c in session.execute(lock)}
         phase_of = self.project.settings.phase_of
-        engaged = {
-            e.contact_id
-            for e in enrollments
-            if (w := self.project.workflows.get(e.workflow)) is not None
-            and w.reads_engagement(phase_of(contacts[e.contact_id].stage))
-        }
-        history = self.history(session, now, contacts, engagement_of=engaged)
+        engaged: set[int] = set()
+        timed: set[int] = set()
+        for e in enrollments:
+            workflow = self.project.workflows.get(e.workflow)
+            if workflow is not None:
+                phase = phase_of(contacts[e.contact_id].stage)
+                if workflow.reads_engagement(phase):
+                    engaged.add(e.contact_id)
+                if workflow.times_sends(phase):
+                    timed.add(e.contact_id)
+        history = self.history(session, now, contacts, engagement_of=engaged, timed_of=timed)
         self._winners = promoted(session)  # subject tests that promoted a winner
         self.load_versions(session, enrollments)
         for enrollment in enrollments:
@@ -393,11 +397,14 @@ class Dispatcher:
         *,
         lock: bool = True,
         engagement_of: Set[int] | None = None,
+        timed_of: Set[int] | None = None,
     ) -> History:
         """What the caps need, read in the claiming transaction (after taking the locks).
 
         What people did is read for `engagement_of` only (None: everyone, when some
-        workflow asks what people did), the people whose track has a step that asks it."""
+        workflow asks what people did), the people whose track has a step that asks it;
+        when they engaged, for `send_time: best`, for `timed_of` only (None: everyone, when
+        some workflow times its emails)."""
         caps = self.project.settings.caps
         history = History()
         accounts = sorted({c.account for c in contacts.values() if c.account})
@@ -430,8 +437,17 @@ class Dispatcher:
         )
         if engaged:
             self._engagement(session, engaged, history)
-        if any(w.uses_send_time for w in self.project.workflows.values()):
-            self._engaged_at(session, now, list(contacts), history)
+        timed = (
+            (
+                list(contacts)
+                if any(w.uses_send_time for w in self.project.workflows.values())
+                else []
+            )
+            if timed_of is None
+            else sorted(timed_of)
+        )
+        if timed:
+            self._engaged_at(session, now, timed, history)
         if caps.account_per_day and accounts:
             # Two steps, so each uses its index: people of the accounts, then their recent sends.
             members = dict(

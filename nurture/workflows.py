@@ -511,7 +511,18 @@ class Workflow(Strict):
     @cached_property
     def uses_send_time(self) -> bool:
         """Whether some email of this workflow goes at the person's best hour."""
-        return any(self.best_time(s) for phase in self.tracks for s in self.sends(phase))
+        return bool(self._timed_phases)
+
+    def times_sends(self, phase: Phase | None) -> bool:
+        """Whether an email of the phase's track goes at the person's best hour (only then
+        does the engine read when a person engaged)."""
+        return phase in self._timed_phases
+
+    @cached_property
+    def _timed_phases(self) -> frozenset[str]:
+        return frozenset(
+            phase for phase in self.tracks if any(self.best_time(s) for s in self.sends(phase))
+        )
 
     @cached_property
     def waits_on(self) -> frozenset[str]:
