@@ -47,6 +47,8 @@ class Backfill:
     members: int
     #: Those enrolled (contact ids, lowest first).
     entered: list[int] = field(default_factory=list)
+    #: Those who entered held out by the workflow's holdout (recorded, never emailed by it).
+    held_out: list[int] = field(default_factory=list)
     #: First emails per day (the project's zone): day -> (count, first, last instant).
     schedule: dict[date, tuple[int, datetime, datetime]] = field(default_factory=dict)
     #: Enrolled people no email can reach under the caps (sunset).
@@ -57,7 +59,7 @@ class Backfill:
     def left_out(self) -> int:
         """Members not enrolled: suppressed, already in it, kept out by reenter, a goal
         stage, or a stage with no nurture."""
-        return self.members - len(self.entered)
+        return self.members - len(self.entered) - len(self.held_out)
 
 
 class _DryRun(Exception):
@@ -123,7 +125,8 @@ def _enroll_members(
             session.scalars(select(Contact.email).where(Contact.id.in_(ids)).order_by(Contact.id))
         )
         entered = enroll_people(session, project, addresses, workflow.id, now)
-        result.entered += sorted(i for i, workflows in entered.items() if workflows)
+        result.entered += sorted(i for i, done in entered.items() if done.enrolled)
+        result.held_out += sorted(i for i, done in entered.items() if done.held_out)
 
 
 def first_emails(
@@ -208,6 +211,8 @@ def summary(backfill: Backfill) -> str:
     verb = "entered" if backfill.applied else "would enter"
     return (
         f"{backfill.workflow} <- segment {backfill.segment}: {backfill.members} in the segment, "
-        f"{len(backfill.entered)} {verb}, {backfill.left_out} left out (suppressed, already "
+        f"{len(backfill.entered)} {verb}, "
+        + (f"{len(backfill.held_out)} held out, " if backfill.held_out else "")
+        + f"{backfill.left_out} left out (suppressed, already "
         "in it, kept out by reenter or a goal stage, or in a stage with no nurture)"
     )

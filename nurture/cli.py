@@ -1161,6 +1161,8 @@ def _report(runtime: Runtime, change: Callable[[Session, datetime], Outcome]) ->
         click.echo(f"  ended {ended}")
     for workflow in outcome.enrolled:
         click.echo(f"  entered {workflow}")
+    for workflow in outcome.held_out:
+        click.echo(f"  entered {workflow}, held out (its holdout group: never emailed by it)")
     click.echo(summary)
 
 

@@ -97,6 +97,8 @@ class Decision:
     changes: list[Change] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
     enrolled: list[str] = field(default_factory=list)
+    #: Workflows the person entered held out (recorded, never emailed by them).
+    held_out: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
 
 
@@ -253,7 +255,7 @@ def _event(
             _end(enrollment, COMPLETED, f"goal: {item.kind}", now, decision)
     if item.kind in settings.account_pause.events:
         _hold(settings, person, f"{person.email} had {item.kind}", now, out)
-    enter(settings, workflows, person, now, item.kind, decision.moves, decision.enrolled)
+    enter(settings, workflows, person, now, item.kind, decision)
 
 
 def _set(person: Person, **values: Any) -> None:
@@ -445,8 +447,7 @@ class Rules:
             person,
             self.now,
             None,
-            found.moves,
-            found.enrolled,
+            found,
             only=only,
             admitted=admitted,
         )
@@ -478,14 +479,14 @@ def enter(
     person: Person,
     now: datetime,
     kind: str | None,
-    moves: Sequence[Move],
-    enrolled: list[str],
+    decision: Decision,
     *,
     only: str | None = None,
     admitted: bool = False,
 ) -> None:
     """Enter every workflow whose entry rule the person now meets, once per workflow: a new
-    `Enrolled` (id None) or an earlier one started again (`reenter:`).
+    `Enrolled` (id None) or an earlier one started again (`reenter:`); said in the
+    decision's `enrolled` (or `held_out`), read for a new entry by stage from its `moves`.
 
     `only`: just that workflow. `admitted`: the caller found the person in the audience the
     workflow enters by (a segment, read in SQL by intake.enter_segments, or `nurture enroll`):
@@ -494,16 +495,11 @@ def enter(
     if settings.phase_of(person.stage) is None or person.suppressed:
         return
     variables = condition_variables(person, settings, now, fields=person.fields)
+    moves = decision.moves
     for workflow in workflows.values():
-        if person.stage in workflow.goals.stages or only not in (None, workflow.id):
+        if only not in (None, workflow.id) or not may_enter(settings, workflow, person, now):
             continue
         earlier = person.enrollments.get(workflow.id)
-        if earlier is not None and (
-            earlier.status in (*OPEN_STATUSES, HOLDOUT)  # a holdout stays out for good
-            or earlier.ended_at == now  # what ended it is not a new entry
-            or not workflow.may_reenter(earlier.ended_at, now)
-        ):
-            continue
         entry = workflow.enter
         # Entering again takes a new reason to: an entry event, or a move into an entry stage.
         staged = person.stage in entry.stages and (
@@ -533,4 +529,20 @@ def enter(
             ended_at=None,
             end_reason=None,
         )
-        enrolled.append(f"{workflow.id} (held out)" if out else workflow.id)
+        (decision.held_out if out else decision.enrolled).append(workflow.id)
+
+
+def may_enter(settings: Settings, workflow: Workflow, person: Person, now: datetime) -> bool:
+    """Whether the person may enter `workflow` now if its entry rule holds: a stage with
+    nurture, not suppressed, not in one of its goal stages, not in it already, never held
+    out of it, not just ended (what ended it is no new entry), and its reenter rule."""
+    if settings.phase_of(person.stage) is None or person.suppressed:
+        return False
+    if person.stage in workflow.goals.stages:
+        return False
+    earlier = person.enrollments.get(workflow.id)
+    return earlier is None or not (
+        earlier.status in (*OPEN_STATUSES, HOLDOUT)  # a holdout stays out for good
+        or earlier.ended_at == now
+        or not workflow.may_reenter(earlier.ended_at, now)
+    )

@@ -61,6 +61,7 @@ class Outcome:
     changes: list[Change] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
     enrolled: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     duplicate: bool = False
     created: bool = False
@@ -223,6 +224,7 @@ def record_event(
         changes=decision.changes,
         moves=decision.moves,
         enrolled=decision.enrolled,
+        held_out=decision.held_out,
         ended=decision.ended,
         duplicate=decision.duplicate,
     )
@@ -522,5 +524,6 @@ def _change(
     outcome = outcome or Outcome(contact)
     outcome.moves += done[0].moves
     outcome.enrolled += done[0].enrolled + entered.get(people[address].id, [])
+    outcome.held_out += done[0].held_out
     outcome.ended += done[0].ended
     return outcome

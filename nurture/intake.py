@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from nurture.config import PROFILE_FIELDS
 from nurture.contacts import profile
 from nurture.eventrules import (
-    OPEN_STATUSES,
     Decided,
     Decision,
     Enrolled,
@@ -30,6 +29,7 @@ from nurture.eventrules import (
     Person,
     Rules,
     decide,
+    may_enter,
 )
 from nurture.feedback import UnknownContact, hand_off, lock_accounts, upsert_contact
 from nurture.models import (
@@ -122,7 +122,13 @@ def record_batch(
         people.update(_load(session, project, [i for i in items if i.email in new], now))
     decided = decide(project.settings, project.workflows, people, items, now)
     ids = _write(session, project, decided, people.values(), now)
-    entered = enter_segments(session, project, people, now)
+    # Segment entries follow what an event of a person did: not a repeat, not a machine's.
+    acting = {
+        d.person.email
+        for d, item in zip(decided.decisions, items, strict=True)
+        if not d.duplicate and not item.properties.get("machine")
+    }
+    entered = enter_segments(session, project, {a: people[a] for a in acting}, now)
     for decision in reversed(decided.decisions):  # told with each person's last event
         decision.enrolled += entered.pop(decision.person.id, [])
     return decided.decisions, ids
@@ -168,9 +174,7 @@ def enter_segments(
         if segment is None:
             continue
         candidates = [
-            p.email
-            for p in people.values()
-            if (e := p.enrollments.get(workflow.id)) is None or e.status not in OPEN_STATUSES
+            p.email for p in people.values() if may_enter(project.settings, workflow, p, now)
         ]
         if not candidates:
             continue
@@ -181,19 +185,20 @@ def enter_segments(
             )
         )
         if members:
-            for person_id, workflows in enroll_people(
+            for person_id, decision in enroll_people(
                 session, project, members, workflow.id, now
             ).items():
-                entered.setdefault(person_id, []).extend(workflows)
+                entered.setdefault(person_id, []).extend(decision.enrolled)
     return entered
 
 
 def enroll_people(
     session: Session, project: Project, addresses: Sequence[str], workflow: str, now: datetime
-) -> dict[int, list[str]]:
+) -> dict[int, Decision]:
     """Enter `addresses`, found in the audience `workflow` enters by, into it through the
-    rules (every check but the entry rule applies); what each person entered, by id."""
-    entered: dict[int, list[str]] = {}
+    rules (every check but the entry rule applies); what it did to each person (`enrolled`,
+    or `held_out` by the workflow's holdout), by id."""
+    entered: dict[int, Decision] = {}
 
     def work(found: dict[str, Person], decided: Decided) -> None:
         rules = Rules(project.settings, project.workflows, now, decided)
@@ -201,7 +206,7 @@ def enroll_people(
             person = found.get(address)
             if person is not None:
                 rules.enter(person, only=workflow, admitted=True)
-                entered[person.id] = rules.decision(person).enrolled
+                entered[person.id] = rules.decision(person)
 
     change_people(session, project, addresses, now, work, segments=False)
     return entered

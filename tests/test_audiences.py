@@ -219,3 +219,36 @@ def test_segment_contacts_api(runtime: Runtime) -> None:
         answer = client.get(f"{path}?{bad}", headers=headers)
         assert answer.status_code == 422, bad
         assert answer.json["errors"][0]["field"] == bad.split("=")[0]
+
+
+def test_a_backfill_counts_and_schedules_only_the_people_it_emails_not_the_held_out(
+    project_dir: Path, clock: FixedClock, database_url: str
+) -> None:
+    """With `holdout: 50%`, the held-out members are recorded as held out, and the backfill's
+    entered list and first-email schedule hold only the others (found by review: they were
+    counted as entered and given first emails they never get)."""
+    rt = open_runtime(project_dir, clock=clock, database=database_url)
+    _people(rt)
+    rt.database.dispose()
+    write(
+        project_dir, "workflows/decision-makers.yaml", VIP.replace("enter:", "holdout: 50%\nenter:")
+    )
+    rt = open_runtime(project_dir, clock=clock, database=database_url)
+    try:
+        done = enroll(rt.database, rt.project, "decision-makers", None, clock.now(), dry_run=False)
+        with sessions(rt.database)() as session:
+            statuses = dict(
+                session.execute(
+                    select(Enrollment.contact_id, Enrollment.status).where(
+                        Enrollment.workflow == "decision-makers"
+                    )
+                ).all()
+            )
+        held = {i for i, status in statuses.items() if status == "holdout"}
+        assert held and len(statuses) == 11  # the 11 who may enter: some held out
+        assert set(done.entered) == set(statuses) - held
+        assert set(done.held_out) == held
+        assert sum(n for n, _, _ in done.schedule.values()) == len(done.entered)
+        assert done.left_out == done.members - 11 == 3  # suppressed, and two at stage contact
+    finally:
+        rt.database.dispose()
