@@ -18,20 +18,18 @@ from nurture.config import DISQUALIFIED, SUPPRESSING_EVENTS
 from nurture.contacts import condition_variables, current_engagement, normalize_email, zone_of
 from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
 from nurture.engagement import WAITS_FOR
-from nurture.feedback import OFF, PENDING, Outcome, UnknownContact, lock_contact, suppress
+from nurture.feedback import Outcome, UnknownContact, hand_off, lock_contact, suppress
 from nurture.models import (
     CANCELLED,
     QUEUED,
     Contact,
     Enrollment,
     Event,
-    Handoff,
     Message,
     ScoreChange,
     StageMove,
     Suppression,
 )
-from nurture.notices import queue_notice
 from nurture.project import Project
 from nurture.scoring import as_of, engagement_changes
 from nurture.stages import Move, next_stage
@@ -258,7 +256,7 @@ def _move(
     handoff = settings.handoff
     handed_off = handoff is not None and upward and move.to_stage == handoff.stage
     if handed_off:
-        _hand_off(session, project, contact, move, now)
+        hand_off(session, project, contact, move, now)
     if not upward and move.to_stage == settings.recycle_stage:
         _reopen(session, contact.id, now)
     for enrollment in _open_enrollments(session, contact.id):
@@ -271,54 +269,6 @@ def _move(
             _end(enrollment, COMPLETED, f"goal: reached stage {move.to_stage}", now, outcome)
         elif enrollment.status != PAUSED:
             enrollment.status, enrollment.due_at, enrollment.hold_reason = ACTIVE, now, None
-
-
-def _hand_off(
-    session: Session,
-    project: Project,
-    contact: Contact,
-    move: Move,
-    now: datetime,
-    engagement: float | None = None,
-) -> None:
-    """Queue the webhook and the note to the owner; both leave after this transaction.
-    `engagement`: the contact's at the move (by default, as stored now)."""
-    handoff = project.settings.handoff
-    assert handoff is not None
-    session.flush()
-    session.add(
-        Handoff(
-            contact_id=contact.id,
-            stage=move.to_stage,
-            reason=move.reason,
-            created_at=now,
-            status=PENDING if handoff.webhook_url else OFF,
-            attempts=0,
-            next_attempt_at=now if handoff.webhook_url else None,
-        )
-    )
-    owner = contact.owner or handoff.notify
-    if handoff.notify_owner and owner:
-        name = " ".join(p for p in (contact.first_name, contact.last_name) if p) or contact.email
-        company = f" ({contact.company})" if contact.company else ""
-        after = (
-            "Marketing's nurture for this person has ended."
-            if handoff.end_nurture
-            else "Marketing keeps sending decision content until you accept the lead."
-        )
-        if engagement is None:
-            engagement = current_engagement(contact, project.settings, now)
-        queue_notice(
-            session,
-            "handoff",
-            owner,
-            f"New {move.to_stage.upper()}: {name}{company}",
-            f"{name}{company} <{contact.email}> reached {move.to_stage}.\n\n"
-            f"Why: {move.reason}\n"
-            f"Fit {contact.fit:g}, engagement {engagement:.0f}.\n\n{after}\n",
-            now,
-            contact.id,
-        )
 
 
 def _reopen(session: Session, contact_id: int, now: datetime) -> None:
