@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -247,6 +248,13 @@ def _load_state(runtime: Runtime) -> dict[str, Any]:
     return dict(row.data)
 
 
+def ascii_letters(name: str) -> str:
+    """`name` lower-cased with its accents taken off, for an address: "Léa" -> "lea",
+    "Müller" -> "muller" (not "la", "mller")."""
+    decomposed = unicodedata.normalize("NFKD", name.lower())
+    return decomposed.encode("ascii", "ignore").decode()
+
+
 def persona_of(seed: int, email: str) -> Persona:
     """A person's persona, drawn from the seed and their address: the same on a resume."""
     draw = random.Random(f"{seed}/{email}")
@@ -293,9 +301,7 @@ def _population(
         company = rng.choice(COMPANIES)
         webmail = rng.random() < 0.15
         domain = "gmail.com" if webmail else f"{company.lower()}{index % 40}.example"
-        email = f"{first_name.lower()}.{last.lower()}.{index}@{domain}".encode(
-            "ascii", "ignore"
-        ).decode()
+        email = f"{ascii_letters(first_name)}.{ascii_letters(last)}.{index}@{domain}"
         profile: dict[str, Any] = {
             "first_name": first_name,
             "last_name": last,

@@ -17,7 +17,7 @@ from nurture.cli import main
 from nurture.db import make_engine, sessions
 from nurture.models import Contact, Deferral, Event, Message, ReportCache, StageMove
 from nurture.project import load_project
-from nurture.simulate import START, simulate
+from nurture.simulate import START, ascii_letters, simulate
 
 
 def check_export(lines: list[dict[str, object]], root: Path) -> None:
@@ -93,6 +93,13 @@ def test_sixty_days_keep_every_invariant(project_dir: Path, tmp_path: Path) -> N
         assert session.scalar(select(func.count()).select_from(Message)) == sum(
             result.messages_by_phase.values()
         )
+        people = session.execute(select(Contact.email, Contact.last_name)).all()
+    accented = [(email, last) for email, last in people if last and not last.isascii()]
+    assert accented, "the population has names with accents (García, Müller)"
+    for email, last in accented:
+        in_address = email.split("@")[0].split(".")[1]
+        assert in_address == ascii_letters(last), email
+        assert len(in_address) == len(last), "no letter dropped: " + email
     engine.dispose()
 
 
