@@ -51,23 +51,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _piece_cache(load: Callable[..., Piece]) -> Callable[..., Piece]:
     """`load_piece` (reading, compiling and checking one MJML file: most of a project load)
-    remembered by everything it reads: the file's path under `content/` and its text, every
-    file under `content/` (the partials it may include), the name it reports and the sample
-    variables. Each test copies the project into a folder of its own, so without this every
-    test compiled the same files again. Only loads that succeed are kept; each call returns a
-    fresh Piece at the caller's path (templates and front matter are never changed after the
-    load)."""
+    remembered by everything it reads: the file's path under `content/` and its text, the
+    name it reports, the sample variables and, when it has an `<mj-include>`, every file under
+    `content/` (the partials). Each test copies the project into a folder of its own, so
+    without this every test compiled the same files again. Only loads that succeed are kept;
+    each call returns a fresh Piece at the caller's path (templates and front matter are never
+    changed after the load)."""
     loaded: dict[str, Piece] = {}
 
     def cached(path: Path, content_root: Path, display: str, variables: Mapping[str, Any]) -> Piece:
+        raw = path.read_bytes()
         digest = hashlib.sha256()
         for part in (str(path.relative_to(content_root)), display):
             digest.update(part.encode() + b"\0")
         digest.update(json.dumps(variables, sort_keys=True, default=repr).encode() + b"\0")
-        for file in sorted(content_root.rglob("*")):
-            if file.is_file():
-                digest.update(str(file.relative_to(content_root)).encode() + b"\0")
-                digest.update(file.read_bytes() + b"\0")
+        digest.update(raw + b"\0")
+        if b"mj-include" in raw:
+            for file in sorted(content_root.rglob("*")):
+                if file.is_file():
+                    digest.update(str(file.relative_to(content_root)).encode() + b"\0")
+                    digest.update(file.read_bytes() + b"\0")
         key = digest.hexdigest()
         if key not in loaded:
             loaded[key] = load(path, content_root, display, variables)
@@ -141,13 +144,16 @@ def _schema_url(admin: Engine, schema: str) -> str:
 
 @pytest.fixture(scope="session")
 def _postgres_schemas(postgres_admin: Engine | None) -> Iterator[list[str]]:
-    """The schemas this session made; dropped together at its end (one drop per test made
-    each teardown wait on PostgreSQL)."""
+    """The schemas this session made; dropped at its end, a few to a statement (a drop per
+    test made each teardown wait on PostgreSQL; all in one statement would run out of locks)."""
     made: list[str] = []
     yield made
-    if postgres_admin is not None and made:
+    if postgres_admin is not None:
         with postgres_admin.connect() as connection:
-            connection.execute(text(f"drop schema {', '.join(made)} cascade"))
+            for start in range(0, len(made), 8):
+                connection.execute(
+                    text(f"drop schema {', '.join(made[start : start + 8])} cascade")
+                )
 
 
 def _new_schema(admin: Engine, made: list[str]) -> str:
