@@ -50,16 +50,7 @@ schema = schemathesis.openapi.from_dict(
     DESCRIPTION,
     config=SchemathesisConfig.from_dict({"phases": {"coverage": {"enabled": False}}}),
 )
-
-@pytest.fixture
-def full_description(served: tuple[Flask, str, str]) -> schemathesis.BaseSchema:
-    """The description with every phase, for the app `served` (each database): made when the
-    `fuzz` test runs; made at collection, its coverage cases cost every default run seconds
-    for a test it then deselects."""
-    return schemathesis.openapi.from_dict(DESCRIPTION)
-
-
-full_schema = schemathesis.pytest.from_fixture("full_description")
+full_schema = schemathesis.openapi.from_dict(DESCRIPTION)
 
 
 def _times() -> st.SearchStrategy[str]:
