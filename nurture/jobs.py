@@ -6,7 +6,6 @@ advisory lock; on SQLite one process runs everything.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,19 +33,27 @@ RESCORE_LOCK = "fit-rescore"
 
 @contextmanager
 def cluster_once(database: Database, name: str) -> Iterator[bool]:
-    """True for the one process in the cluster that holds the lock named `name`."""
+    """True for the one process in the cluster that holds the lock named `name`.
+
+    PostgreSQL's advisory locks are the whole database's: the key is the schema's and the
+    job's, so that installations in two schemas of one database (the tests' schemas, run in
+    parallel) never take each other's jobs."""
     if is_sqlite(database):
         yield True
         return
-    key = zlib.crc32(f"nurture.job.{name}".encode())
+    key = {"k": f"nurture.job.{name}"}
     with database.connect() as connection:
-        held = bool(connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
+        held = bool(connection.scalar(_TRY_JOB_LOCK, key))
         try:
             yield held
         finally:
             if held:
-                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.execute(_JOB_UNLOCK, key)
                 connection.commit()
+
+
+_TRY_JOB_LOCK = text("SELECT pg_try_advisory_lock(hashtext(current_schema()), hashtext(:k))")
+_JOB_UNLOCK = text("SELECT pg_advisory_unlock(hashtext(current_schema()), hashtext(:k))")
 
 
 def decay_scores(runtime: Runtime, now: datetime, batch: int = 1000) -> int:

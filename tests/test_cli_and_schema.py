@@ -13,11 +13,12 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import text
 
 from nurture.cli import main
-from nurture.db import make_engine, upgrade
+from nurture.db import alembic_config, make_engine, upgrade
 from nurture.models import Base
 from tests.helpers import parse_eml, wait_until
 from tests.smtp_server import free_port
@@ -34,13 +35,26 @@ def nurture(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_migrations_match_the_models(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_migrations_match_the_models(empty_database_url: str) -> None:
+    engine = make_engine(empty_database_url)
     upgrade(engine)
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_the_fixture_databases_are_at_the_newest_migration(database_url: str) -> None:
+    """`database_url` comes from a migrated template (a copied SQLite file, the migrations'
+    statements replayed on PostgreSQL): the same schema and revision as running them."""
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        diff = compare_metadata(context, Base.metadata)
+        revision = context.get_current_revision()
+    engine.dispose()
+    assert diff == []
+    assert revision == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_nothing_reads_the_wall_clock() -> None:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from nurture.cli import main
-from nurture.db import sessions
+from nurture.db import make_engine, sessions
 from nurture.jobs import RESCORE_LOCK, cluster_once, run_periodic
 from nurture.models import Contact, ScoreChange, StageMove
 from nurture.project import load_project
@@ -155,3 +155,19 @@ def test_one_process_of_a_cluster_rescores(runtime: Runtime) -> None:
         assert code == 1 and "another process is rescoring now" in out + err
     assert run_periodic(runtime, runtime.clock.now())["rescored"] == 3
     assert stage_and_fit(runtime, "bo@beta.example") == ("mql", 30)
+
+
+def test_a_job_lock_is_its_schemas(postgres_url: str, empty_postgres_url: str) -> None:
+    """Two installations in two schemas of one PostgreSQL database (parallel test workers)
+    each run their jobs: the advisory lock of a job is taken per schema."""
+    one, other = make_engine(postgres_url), make_engine(empty_postgres_url)
+    try:
+        with cluster_once(one, RESCORE_LOCK) as mine:
+            assert mine
+            with cluster_once(other, RESCORE_LOCK) as theirs:
+                assert theirs
+            with cluster_once(one, RESCORE_LOCK) as again:
+                assert not again  # the same schema: another process of that cluster
+    finally:
+        one.dispose()
+        other.dispose()

@@ -51,6 +51,7 @@ def check_export(lines: list[dict[str, object]], root: Path) -> None:
             assert sum(1 for s, _ in sends if t - timedelta(days=7) < s <= t) <= caps.per_week
 
 
+@pytest.mark.soak
 def test_sixty_days_keep_every_invariant(project_dir: Path, tmp_path: Path) -> None:
     export = io.StringIO()
     database = tmp_path / "sim.db"

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from nurture.clock import FixedClock
@@ -29,6 +30,7 @@ class SlowRecorder(Recorder):
         return await super().handle_DATA(server, session, envelope)
 
 
+@pytest.mark.chaos
 def test_sigkill_at_random_moments_never_duplicates_nor_loses(
     project_dir: Path, tmp_path: Path
 ) -> None:
