@@ -456,8 +456,8 @@ _PAIRS_PER_STATEMENT = 400
 
 def _stored_events(
     connection: Connection, pairs: Sequence[tuple[int, str]]
-) -> Iterable[tuple[int, str, int]]:
-    """The stored events with these (contact id, client event id) pairs: one look-up of
+) -> Iterable[Row[Any]]:
+    """The stored events (contact id, client id, id) with these (contact id, client event id) pairs: one look-up of
     the unique key per pair, whatever the size of the table. (Two IN lists probe every
     pair of their product, 250,000 for a batch of 500; IN over row values is a scan of the
     whole index on SQLite.) The pairs are a VALUES list joined to the events; CROSS JOIN
@@ -474,7 +474,7 @@ def _stored_events(
             "AND events.client_event_id = wanted.client_event_id"
         )
         flat = tuple(value for pair in chunk for value in pair)
-        yield from connection.exec_driver_sql(query, flat).tuples()
+        yield from connection.exec_driver_sql(query, flat)
 
 
 def _write(
