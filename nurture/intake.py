@@ -457,8 +457,8 @@ _PAIRS_PER_STATEMENT = 400
 def _stored_events(
     connection: Connection, pairs: Sequence[tuple[int, str]]
 ) -> Iterable[Row[Any]]:
-    """The stored events (contact id, client id, id) with these (contact id, client event id) pairs: one look-up of
-    the unique key per pair, whatever the size of the table. (Two IN lists probe every
+    """The stored events (contact id, client id, id) with these (contact id, client event
+    id) pairs: one look-up of the unique key per pair, whatever the size of the table. (Two IN lists probe every
     pair of their product, 250,000 for a batch of 500; IN over row values is a scan of the
     whole index on SQLite.) The pairs are a VALUES list joined to the events; CROSS JOIN
     makes SQLite loop over the pairs (PostgreSQL plans it as any join)."""
