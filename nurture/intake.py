@@ -456,12 +456,13 @@ _PAIRS_PER_STATEMENT = 400
 
 def _stored_events(
     connection: Connection, pairs: Sequence[tuple[int, str]]
-) -> Iterable[Row[Any]]:
+) -> Iterable[tuple[int, str, int]]:
     """The stored events (contact id, client id, id) with these (contact id, client event
-    id) pairs: one look-up of the unique key per pair, whatever the size of the table. (Two IN lists probe every
-    pair of their product, 250,000 for a batch of 500; IN over row values is a scan of the
-    whole index on SQLite.) The pairs are a VALUES list joined to the events; CROSS JOIN
-    makes SQLite loop over the pairs (PostgreSQL plans it as any join)."""
+    id) pairs: one look-up of the unique key per pair, whatever the size of the table. (Two
+    IN lists probe every pair of their product, 250,000 for a batch of 500; IN over row
+    values is a scan of the whole index on SQLite.) The pairs are a VALUES list joined to
+    the events; CROSS JOIN makes SQLite loop over the pairs (PostgreSQL plans it as any
+    join)."""
     mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
     for start in range(0, len(pairs), _PAIRS_PER_STATEMENT):
         chunk = pairs[start : start + _PAIRS_PER_STATEMENT]
@@ -474,7 +475,8 @@ def _stored_events(
             "AND events.client_event_id = wanted.client_event_id"
         )
         flat = tuple(value for pair in chunk for value in pair)
-        yield from connection.exec_driver_sql(query, flat)
+        found = connection.exec_driver_sql(query, flat)
+        yield from cast(Iterable[tuple[int, str, int]], found)
 
 
 def _write(
