@@ -467,12 +467,11 @@ def _stored_events(
     for start in range(0, len(pairs), _PAIRS_PER_STATEMENT):
         chunk = pairs[start : start + _PAIRS_PER_STATEMENT]
         values = ", ".join([f"({mark}, {mark})"] * len(chunk))
-        query = (
-            f"WITH wanted (contact_id, client_event_id) AS (VALUES {values}) "
+        query = (  # the columns of a VALUES list are column1, column2 in both
             "SELECT events.contact_id, events.client_event_id, events.id "
-            "FROM wanted CROSS JOIN events "
-            "WHERE events.contact_id = wanted.contact_id "
-            "AND events.client_event_id = wanted.client_event_id"
+            f"FROM (VALUES {values}) AS wanted CROSS JOIN events "
+            "WHERE events.contact_id = wanted.column1 "
+            "AND events.client_event_id = wanted.column2"
         )
         flat = tuple(value for pair in chunk for value in pair)
         found = connection.exec_driver_sql(query, flat)
