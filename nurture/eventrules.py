@@ -494,7 +494,7 @@ def enter(
     suppression, not already in it, its reenter rule, its goal stages, holdout) applies."""
     if settings.phase_of(person.stage) is None or person.suppressed:
         return
-    variables = condition_variables(person, settings, now, fields=person.fields)
+    variables: dict[str, Any] | None = None  # built for the first entry rule read
     moves = decision.moves
     for workflow in workflows.values():
         if only not in (None, workflow.id) or not may_enter(settings, workflow, person, now):
@@ -505,13 +505,13 @@ def enter(
         staged = person.stage in entry.stages and (
             earlier is None or any(m.to_stage in entry.stages for m in moves)
         )
-        if not (
-            admitted
-            or staged
-            or (kind is not None and kind in entry.events)
-            or (entry.when is not None and expressions.evaluate(entry.when, variables))
-        ):
-            continue
+        if not (admitted or staged or (kind is not None and kind in entry.events)):
+            if entry.when is None:
+                continue
+            if variables is None:
+                variables = condition_variables(person, settings, now, fields=person.fields)
+            if not expressions.evaluate(entry.when, variables):
+                continue
         if earlier is None:
             earlier = person.enrollments[workflow.id] = Enrolled(
                 None, workflow.id, ACTIVE, None, None

@@ -9,18 +9,32 @@ pure; the writes are a few executemany statements.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from nurture.config import PROFILE_FIELDS
 from nurture.contacts import profile
+from nurture.db import write_retrying
 from nurture.eventrules import (
     Decided,
     Decision,
@@ -46,7 +60,14 @@ from nurture.models import (
 from nurture.project import Project
 from nurture.segments import audience
 
-__all__ = ["Incoming", "Recorded", "change_people", "record_batch", "record_events"]
+__all__ = [
+    "Incoming",
+    "Recorded",
+    "change_people",
+    "record_batch",
+    "record_events",
+    "record_together",
+]
 log = logging.getLogger(__name__)
 
 _CONTACTS = cast(Table, Contact.__table__)
@@ -69,6 +90,14 @@ _PERSON_COLUMNS = [
         "engagement_at",
     )
 ]
+
+#: Whether the contact's address is suppressed, read with the row.
+_SUPPRESSED = (
+    select(Suppression.id)
+    .where(Suppression.email == _CONTACTS.c.email)
+    .exists()
+    .label("suppressed")
+)
 
 
 @dataclass
@@ -93,6 +122,105 @@ def record_events(
         Recorded(_event_id(d, ids), d.duplicate, d.stage)
         for d in decisions  # one per item
     ]
+
+
+#: The most events one shared transaction of `record_together` records (a request larger
+#: than this goes alone).
+GROUP_LIMIT = 1000
+
+
+@dataclass(eq=False)
+class _Request:
+    project: Project
+    items: Sequence[Incoming]
+    now: datetime
+    woken: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False
+    result: list[Recorded] | None = None
+    error: Exception | None = None
+
+
+@dataclass(eq=False)
+class _Queue:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    waiting: list[_Request] = field(default_factory=list)
+    led: bool = False  # a request is recording a group now
+
+
+_QUEUES: weakref.WeakKeyDictionary[Engine, _Queue] = weakref.WeakKeyDictionary()
+_QUEUES_LOCK = threading.Lock()
+
+
+def record_together(
+    engine: Engine, project: Project, items: Sequence[Incoming], now: datetime
+) -> list[Recorded]:
+    """`record_events` for one request of a server whose threads record events at once:
+    requests that arrive while a transaction is being written wait and are recorded
+    together, in order of arrival, in the next one (one commit for all; at most
+    GROUP_LIMIT events). Returns after that transaction committed, as `record_events` in a
+    transaction of its own would: what the caller answers is stored. When a shared
+    transaction fails, each of its requests is recorded again on its own, so one request's
+    fault fails that request only."""
+    with _QUEUES_LOCK:
+        queue = _QUEUES.setdefault(engine, _Queue())
+    request = _Request(project, items, now)
+    with queue.lock:
+        queue.waiting.append(request)
+        if not queue.led:
+            queue.led = request.leads = True
+    if not request.leads:
+        request.woken.wait()  # recorded by a leader, or made the leader
+    if request.leads:
+        _lead(engine, queue)
+    if request.error is not None:
+        raise request.error
+    assert request.result is not None
+    return request.result
+
+
+def _lead(engine: Engine, queue: _Queue) -> None:
+    """Record the waiting requests (the leader's first) that fit in one group, wake them,
+    and hand the lead to the next waiting request, if any."""
+    with queue.lock:
+        group, size = [queue.waiting[0]], len(queue.waiting[0].items)
+        for request in queue.waiting[1:]:
+            if request.project is not group[0].project or size + len(request.items) > GROUP_LIMIT:
+                break
+            group.append(request)
+            size += len(request.items)
+        del queue.waiting[: len(group)]
+    try:
+        _record_group(engine, group)
+    finally:
+        with queue.lock:
+            if queue.waiting:
+                queue.waiting[0].leads = True
+                queue.waiting[0].woken.set()
+            else:
+                queue.led = False
+        for request in group[1:]:
+            if request.result is None and request.error is None:  # the leader was stopped
+                request.error = RuntimeError("the events were not recorded")
+            request.woken.set()
+
+
+def _record_group(engine: Engine, group: list[_Request]) -> None:
+    project = group[0].project
+    items = [item for request in group for item in request.items]
+    now = max(request.now for request in group)  # the clock goes forward: the latest
+    try:
+        results = write_retrying(engine, lambda s: record_events(s, project, items, now))
+    except Exception as exc:
+        if len(group) == 1:
+            group[0].error = exc
+            return
+        for request in group:
+            _record_group(engine, [request])
+        return
+    start = 0
+    for request in group:
+        request.result = results[start : start + len(request.items)]
+        start += len(request.items)
 
 
 def record_batch(
@@ -231,13 +359,14 @@ def _load(
     if addresses is None:
         addresses = {i.email for i in items}
     connection = session.connection()
-    lock_accounts(
-        session,
-        connection.scalars(select(_CONTACTS.c.account).where(_CONTACTS.c.email.in_(addresses))),
-    )
+    if connection.dialect.name == "postgresql":  # the only one with locks to take
+        lock_accounts(
+            session,
+            connection.scalars(select(_CONTACTS.c.account).where(_CONTACTS.c.email.in_(addresses))),
+        )
     rows: list[Row[Any]] = list(
         connection.execute(
-            select(*_PERSON_COLUMNS)
+            select(*_PERSON_COLUMNS, _SUPPRESSED)
             .where(_CONTACTS.c.email.in_(addresses))
             .order_by(_CONTACTS.c.id)
             .with_for_update()
@@ -256,6 +385,7 @@ def _load(
             engagement=row.engagement,
             engagement_at=row.engagement_at,
             fields=profile(row, settings),
+            suppressed=bool(row.suppressed),
         )
         for row in rows
     }
@@ -274,16 +404,15 @@ def _load(
         )
     ):
         by_id[contact_id].stage_by_hand = True
-    client_ids = {i.client_event_id for i in items if i.client_event_id is not None}
-    if client_ids:
-        # Two IN lists, not IN over (contact_id, client_event_id) pairs, which SQLite runs
-        # as a scan of the whole index: this is a lookup per pair of the unique key.
-        for contact_id, client_id, event_id in connection.execute(
-            select(_EVENTS.c.contact_id, _EVENTS.c.client_event_id, _EVENTS.c.id).where(
-                _EVENTS.c.contact_id.in_(ids), _EVENTS.c.client_event_id.in_(client_ids)
-            )
-        ):
-            by_id[contact_id].client_ids[client_id] = event_id
+    pairs = sorted(
+        {
+            (people[i.email].id, i.client_event_id)
+            for i in items
+            if i.client_event_id is not None and i.email in people
+        }
+    )
+    for contact_id, client_id, event_id in _stored_events(connection, pairs):
+        by_id[contact_id].client_ids[client_id] = event_id
     kinds = {i.kind for i in items}
     rules = [rule for rule in settings.scoring.engagement.rules if rule.event in kinds]
     once = {rule.name for rule in rules if rule.once_per}
@@ -318,11 +447,35 @@ def _load(
         by_id[row.contact_id].enrollments[row.workflow] = Enrolled(
             row.id, row.workflow, row.status, row.ended_at, row.hold_reason
         )
-    for email in connection.scalars(
-        select(Suppression.email).where(Suppression.email.in_(list(people)))
-    ):
-        people[email].suppressed = True
     return people
+
+
+#: Pairs looked up per statement by `_stored_events` (two parameters each).
+_PAIRS_PER_STATEMENT = 400
+
+
+def _stored_events(
+    connection: Connection, pairs: Sequence[tuple[int, str]]
+) -> Iterable[tuple[int, str, int]]:
+    """The stored events (contact id, client id, id) with these (contact id, client event
+    id) pairs: one look-up of the unique key per pair, whatever the size of the table. (Two
+    IN lists probe every pair of their product, 250,000 for a batch of 500; IN over row
+    values is a scan of the whole index on SQLite.) The pairs are a VALUES list joined to
+    the events; CROSS JOIN makes SQLite loop over the pairs (PostgreSQL plans it as any
+    join)."""
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    for start in range(0, len(pairs), _PAIRS_PER_STATEMENT):
+        chunk = pairs[start : start + _PAIRS_PER_STATEMENT]
+        values = ", ".join([f"({mark}, {mark})"] * len(chunk))
+        query = (  # the columns of a VALUES list are column1, column2 in both
+            "SELECT events.contact_id, events.client_event_id, events.id "
+            f"FROM (VALUES {values}) AS wanted CROSS JOIN events "
+            "WHERE events.contact_id = wanted.column1 "
+            "AND events.client_event_id = wanted.column2"
+        )
+        flat = tuple(value for pair in chunk for value in pair)
+        found = connection.exec_driver_sql(query, flat)
+        yield from cast(Iterable[tuple[int, str, int]], found)
 
 
 def _write(

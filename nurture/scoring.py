@@ -105,8 +105,6 @@ def engagement_changes(
     for rule in rules:
         if rule.event != kind or rule.points == 0:
             continue
-        if rule.when is not None and not expressions.evaluate(rule.when, variables):
-            continue
         object_key = None
         if rule.once_per is not None:
             value = properties.get(rule.once_per)
@@ -117,6 +115,9 @@ def engagement_changes(
             rule.max_per_day is not None
             and (scored_today or {}).get(rule.name, 0) >= rule.max_per_day
         ):
+            continue
+        # The condition last: the checks above are look-ups, and most events fail one.
+        if rule.when is not None and not expressions.evaluate(rule.when, variables):
             continue
         changes.append(Change("engagement", rule.points, rule.name, object_key))
     return changes

@@ -24,9 +24,9 @@ from nurture import eventtime, metrics, segments
 from nurture.accounts import rollup
 from nurture.apikeys import find_key
 from nurture.contacts import NO_NUL, current_engagement, normalize_email, profile, shown
-from nurture.db import write_retrying, write_transaction
+from nurture.db import write_transaction
 from nurture.feedback import Outcome, move_stage, sales_outcome, upsert_contact
-from nurture.intake import Incoming, record_events
+from nurture.intake import Incoming, record_together
 from nurture.models import Contact, Enrollment, Event, Message, ScoreChange, StageMove
 from nurture.problems import unknown_segment
 from nurture.runtime import Runtime
@@ -283,9 +283,7 @@ def events() -> Response:
         Incoming(address, item.kind, item.time, dict(item.properties), item.id)
         for address, item in checked
     ]
-    results = write_retrying(
-        runtime.database, lambda session: record_events(session, runtime.project, incoming, now)
-    )
+    results = record_together(runtime.database, runtime.project, incoming, now)
     accepted = sum(1 for r in results if not r.duplicate)
     metrics.count_events(i.kind for i, r in zip(incoming, results, strict=True) if not r.duplicate)
     return jsonify(
