@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine as Database
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from nurture.db import lock_for_transaction, sessions, write_transaction
@@ -103,6 +103,15 @@ def survey(session: Session, project: Project) -> Survey:
             if name in newest:
                 result.previous.setdefault(workflow.id, newest[name])
     known = set(project.workflows) | set(project.renamed_workflows)
+    # Who is on a workflow's current version, or not planned yet, is placed at its next
+    # turn: left out in SQL, so a start-up reads only the people an edit concerns.
+    settled = [
+        and_(
+            Enrollment.workflow == workflow.id,
+            or_(Enrollment.version.is_(None), Enrollment.version == workflow.digest),
+        )
+        for workflow in project.workflows.values()
+    ]
     rows = session.execute(
         select(
             Enrollment.id,
@@ -117,7 +126,7 @@ def survey(session: Session, project: Project) -> Survey:
             Contact.stage,
         )
         .join(Contact, Contact.id == Enrollment.contact_id)
-        .where(Enrollment.status.in_(OPEN))
+        .where(Enrollment.status.in_(OPEN), not_(or_(False, *settled)))
         .order_by(Enrollment.id)
     ).all()
     pending = []
@@ -126,9 +135,6 @@ def survey(session: Session, project: Project) -> Survey:
             if not (row.hold_reason or "").startswith(HELD):
                 result.gone[row.workflow] = result.gone.get(row.workflow, 0) + 1
             continue
-        current = project.workflows[project.renamed_workflows.get(row.workflow, row.workflow)]
-        if row.workflow == current.id and row.version in (None, current.digest):
-            continue  # on the current version, or not planned yet (placed at its first turn)
         pending.append(row)
     received = _received(session, project, {row.contact_id for row in pending})
     settings = project.settings
