@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.config import Settings
-from nurture.holdouts import HOLDOUT
+from nurture.core.holdouts import HOLDOUT
+from nurture.core.pacing import Policy
 from nurture.models import Contact, Enrollment, Message, StageMove, Suppression
-from nurture.pacing import Policy
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from pydantic import (
 )
 
 from nurture import expressions
+from nurture.core.pacing import WEEKDAYS, Policy
 from nurture.durations import format_duration, parse_duration
-from nurture.pacing import WEEKDAYS, Policy
 from nurture.phases import Phase, phase_rank
 from nurture.yamlfile import Document, parse_yaml, validate
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from email_validator import EmailNotValidError, validate_email
 
 from nurture.config import PROFILE_FIELDS, CustomField, FieldType, Settings
-from nurture.scoring import decayed
+from nurture.core.scoring import decayed
 
 #: The longest address: RFC 5321's 254 octets for a path, as email-validator counts it.
 MAX_EMAIL = 254

@@ -9,16 +9,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row, select
 
 from nurture.contacts import normalize_email
+from nurture.core.decisions import WAITING, Defer, End, Go, Idle, Later, next_action
+from nurture.core.holdouts import HOLDOUT
+from nurture.core.versions import HELD
+from nurture.core.words import counted
 from nurture.db import sessions
-from nurture.decisions import WAITING, Defer, End, Go, Idle, Later, next_action
 from nurture.durations import format_duration
 from nurture.engine import History
 from nurture.feedback import UnknownContact
-from nurture.holdouts import HOLDOUT
 from nurture.models import Contact, Enrollment, StageMove
 from nurture.runtime import Runtime
-from nurture.versions import HELD
-from nurture.words import counted
 
 _LOOKAHEAD = 4
 

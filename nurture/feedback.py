@@ -1,7 +1,7 @@
 """Contacts, events, moves by hand, sales outcomes and provider feedback, in the caller's
 session and transaction: an event, its score changes, its stage move and the re-routed
 enrollments commit together or not at all. Events go through the event pipeline
-(nurture/intake.py, a batch of one); the rest apply the same rules (nurture/eventrules.py)
+(nurture/intake.py, a batch of one); the rest apply the same rules (nurture/core/eventrules.py)
 through its writer (`intake.change_people`).
 """
 
@@ -26,8 +26,11 @@ from nurture.contacts import (
     default_account,
     normalize_email,
 )
-from nurture.decisions import ACTIVE, PAUSED
-from nurture.eventrules import Decided, Decision, Person, Rules
+from nurture.core.decisions import ACTIVE, PAUSED
+from nurture.core.eventrules import Decided, Decision, Person, Rules
+from nurture.core.scoring import Change, fit_score
+from nurture.core.stages import Move
+from nurture.core.words import counted
 from nurture.models import (
     Contact,
     Enrollment,
@@ -40,9 +43,6 @@ from nurture.models import (
 from nurture.notices import queue_notice
 from nurture.project import Project
 from nurture.providers import Feedback
-from nurture.scoring import Change, fit_score
-from nurture.stages import Move
-from nurture.words import counted
 
 #: Hand-off webhook states: pending (to post), delivered, failed (gave up), off (no webhook).
 PENDING, DELIVERED, GAVE_UP, OFF = "pending", "delivered", "failed", "off"
@@ -242,7 +242,7 @@ def move_stage(
 ) -> Outcome:
     """A move made by a person (sales recycles a lead, say): any direction, with its reason,
     recorded `by_hand` (the stage then holds against the score rules until the scores cross
-    a threshold again: nurture/stages.py). A workflow's move_stage action is not by hand."""
+    a threshold again: nurture/core/stages.py). A workflow's move_stage action is not by hand."""
     if stage not in project.settings.stage_names:
         raise ValueError(f"stage: unknown stage {stage!r}")
     if not reason.strip():

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import Engine as Database
 from sqlalchemy import select, text
 
+from nurture.core.scoring import NEGLIGIBLE, decay_label, decayed
 from nurture.db import is_sqlite, write_transaction
 from nurture.feedback import recycle_stale
 from nurture.handoffs import deliver_handoffs
@@ -23,7 +24,6 @@ from nurture.notices import deliver_notices
 from nurture.promotion import promote_winners
 from nurture.rescore import rescore_if_changed
 from nurture.runtime import Runtime
-from nurture.scoring import NEGLIGIBLE, decay_label, decayed
 
 #: The stored engagement is rewritten when decay has taken at least this much off it;
 #: readers always compute the exact current value from (engagement, engagement_at).

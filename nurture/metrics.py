@@ -31,7 +31,7 @@ from sqlalchemy import Engine as Database
 from sqlalchemy import func, select
 
 from nurture.clock import Clock, as_utc
-from nurture.decisions import ACTIVE
+from nurture.core.decisions import ACTIVE
 from nurture.models import QUEUED, SENDING, UNKNOWN, Enrollment, Message
 
 TOKEN_ENV = "NURTURE_METRICS_TOKEN"

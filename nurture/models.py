@@ -188,7 +188,7 @@ class StageMove(Base):
     reason: Mapped[str] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
     #: Made by a person (`nurture contact stage`, the API, the dashboard): the stage holds
-    #: against the score rules until the scores cross a threshold again (nurture/stages.py).
+    #: against the score rules until the scores cross a threshold again (nurture/core/stages.py).
     by_hand: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 

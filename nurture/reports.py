@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from nurture import diagram
 from nurture.config import DISQUALIFIED, Settings
 from nurture.content import Piece
+from nurture.core.winner import Arm as WinnerArm
+from nurture.core.winner import Verdict, decide
 from nurture.db import write_transaction
 from nurture.models import (
     SENT,
@@ -30,8 +32,6 @@ from nurture.models import (
     StageMove,
     WorkflowVersion,
 )
-from nurture.winner import Arm as WinnerArm
-from nurture.winner import Verdict, decide
 from nurture.workflows import (
     Arm,
     Compound,
@@ -689,7 +689,7 @@ def subject_test(
 ) -> tuple[list[SubjectResult], Verdict]:
     """The subject lines of one piece (`subjects`: per language, the subject templates in
     variant order) with their sends and real opens and clicks (`lines`: `stats.Line`s of the
-    piece), and the verdict of the winner rule (`nurture.winner`)."""
+    piece), and the verdict of the winner rule (`nurture.core.winner`)."""
     count = max((len(texts) for texts in subjects.values()), default=1)
     by_variant = {line.variant or 0: line for line in lines}
     arms = [

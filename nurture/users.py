@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from nurture.contacts import normalize_email
+from nurture.core.throttle import Throttle
 from nurture.db import lock_for_transaction
 from nurture.models import DashboardSession, LoginAttempt, User
-from nurture.throttle import Throttle
 
 MIN_PASSWORD = 12
 #: A session ends this long after its login, whatever happens.

@@ -13,12 +13,12 @@ from sqlalchemy import func, select, update
 
 from nurture.cli import main
 from nurture.clock import FixedClock, SystemClock
+from nurture.core.words import counted
 from nurture.db import sessions
 from nurture.explain import explain
 from nurture.feedback import move_stage
 from nurture.models import FAILED, MESSAGE_STATUSES, Enrollment, Event, Message, StageMove
 from nurture.runtime import Runtime, open_runtime
-from nurture.words import counted
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE, add_contact, contact, event
 

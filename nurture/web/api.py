@@ -20,10 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from nurture import eventtime, metrics, segments
-from nurture.accounts import rollup
+from nurture import metrics, segments
 from nurture.apikeys import find_key
 from nurture.contacts import NO_NUL, current_engagement, normalize_email, profile, shown
+from nurture.core import eventtime
+from nurture.core.accounts import rollup
 from nurture.db import write_retrying, write_transaction
 from nurture.feedback import Outcome, move_stage, sales_outcome, upsert_contact
 from nurture.intake import Incoming, record_events

@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from nurture import audiences, segments
 from nurture.contacts import current_engagement, profile
 from nurture.content import preview_unsubscribe_url, render_email, sample_contact
+from nurture.core.winner import CONFIDENCE, MIN_SENDS
 from nurture.db import sessions, write_transaction
 from nurture.diagram import workflow_svgs
 from nurture.explain import explain
@@ -52,7 +53,6 @@ from nurture.runtime import Runtime
 from nurture.segments import Segment
 from nurture.stats import content_stats
 from nurture.web.auth import login_required
-from nurture.winner import CONFIDENCE, MIN_SENDS
 
 bp = Blueprint("dashboard", __name__)
 
