@@ -19,6 +19,7 @@ from nurture.engine import History
 from nurture.feedback import UnknownContact
 from nurture.models import Contact, Enrollment, StageMove
 from nurture.runtime import Runtime
+from nurture.vocabulary import EnrollmentStatus
 
 _LOOKAHEAD = 4
 
@@ -82,7 +83,7 @@ def _enrollment(
 ) -> str:
     if enrollment.status == HOLDOUT:
         return "held out (the workflow's holdout group): none of its emails, ever"
-    if enrollment.status in ("completed", "exited"):
+    if enrollment.status in (EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED):
         return f"ended ({enrollment.status}): {enrollment.end_reason}"
     if enrollment.status == WAITING and (enrollment.hold_reason or "").startswith(HELD):
         return f"nothing planned: {enrollment.hold_reason}"

@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from nurture.clock import Clock, as_utc
 from nurture.core.decisions import ACTIVE
 from nurture.models import QUEUED, SENDING, UNKNOWN, Enrollment, Message
+from nurture.vocabulary import MessageStatus
 
 TOKEN_ENV = "NURTURE_METRICS_TOKEN"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -101,7 +102,7 @@ def transport_name(transport: object) -> str:
 def count_deliveries(transport: object, done: Mapping[str, int]) -> None:
     """What one hand-over gave (status -> count), counted once it is committed."""
     name = transport_name(transport)
-    for status in ("sent", "failed", "unknown"):
+    for status in (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.UNKNOWN):
         if done.get(status):
             EMAILS.labels(name, status).inc(done[status])
 

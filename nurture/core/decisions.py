@@ -20,9 +20,11 @@ from nurture.core.pacing import Decision, Policy, decide
 from nurture.core.planner import Exhausted, Mark, Send, WaitUntil, plan_next
 from nurture.core.versions import gone
 from nurture.phases import Phase
+from nurture.vocabulary import EnrollmentStatus
 from nurture.workflows import Node, Step, Workflow
 
-ACTIVE, WAITING, PAUSED, COMPLETED, EXITED = "active", "waiting", "paused", "completed", "exited"
+ACTIVE, WAITING, PAUSED = EnrollmentStatus.ACTIVE, EnrollmentStatus.WAITING, EnrollmentStatus.PAUSED
+COMPLETED, EXITED = EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED
 
 
 @dataclass(slots=True)
