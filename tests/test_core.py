@@ -122,10 +122,10 @@ def test_a_core_module_imports_no_io_and_reads_no_clock(module: str) -> None:
 
 def test_the_check_sees_an_impure_import_through_a_module_outside_the_core() -> None:
     """The walker is not blind: engine.py reaches sqlalchemy and the clock, and a module
-    that imports nurture.runtime reaches os through it."""
+    that imports nurture.runtime reaches os through nurture.environment."""
     assert any("imports sqlalchemy" in p for p in problems("nurture.engine"))
     assert any("nurture.clock" in p for p in problems("nurture.engine"))
-    assert any("-> nurture.runtime: imports os" in p for p in problems("nurture.wsgi"))
+    assert any("-> nurture.environment: imports os" in p for p in problems("nurture.runtime"))
 
 
 def test_importing_the_core_loads_no_io_layer() -> None:
@@ -141,3 +141,22 @@ def test_importing_the_core_loads_no_io_layer() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_only_nurture_environment_reads_the_environment() -> None:
+    """Every environment variable is read through nurture/environment.py."""
+    readers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "environment.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            named = (
+                isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb")
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and any(a.name in ("environ", "getenv", "environb") for a in node.names)
+            )
+            if named:
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert readers == []
