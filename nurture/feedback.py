@@ -31,6 +31,7 @@ from nurture.core.eventrules import Decided, Decision, Person, Rules
 from nurture.core.scoring import Change, fit_score
 from nurture.core.stages import Move
 from nurture.core.words import counted
+from nurture.errors import InvalidValue
 from nurture.models import (
     Contact,
     Enrollment,
@@ -131,8 +132,8 @@ def upsert_contact(
     profile, custom = clean_profile(dict(fields), settings.custom_fields)
     first_profile, first_custom = clean_profile(dict(on_create or {}), settings.custom_fields)
     if stage is not None and stage not in settings.stage_names:
-        raise ValueError(
-            f"stage: unknown stage {stage!r}; stages are {', '.join(settings.stage_names)}"
+        raise InvalidValue(
+            "stage", f"unknown stage {stage!r}; stages are {', '.join(settings.stage_names)}"
         )
     created = insert_new(
         session,
@@ -203,8 +204,8 @@ def record_event(
 
     settings = project.settings
     if kind not in settings.event_kinds:
-        raise ValueError(
-            f"kind: unknown event {kind!r}; known: {', '.join(sorted(settings.event_kinds))}"
+        raise InvalidValue(
+            "kind", f"unknown event {kind!r}; known: {', '.join(sorted(settings.event_kinds))}"
         )
     item = Incoming(
         normalize_email(email),
@@ -244,9 +245,9 @@ def move_stage(
     recorded `by_hand` (the stage then holds against the score rules until the scores cross
     a threshold again: nurture/core/stages.py). A workflow's move_stage action is not by hand."""
     if stage not in project.settings.stage_names:
-        raise ValueError(f"stage: unknown stage {stage!r}")
+        raise InvalidValue("stage", f"unknown stage {stage!r}")
     if not reason.strip():
-        raise ValueError("reason: say why the stage changes")
+        raise InvalidValue("reason", "say why the stage changes")
     contact = session.scalar(select(Contact).where(Contact.email == normalize_email(email)))
     if contact is None:
         raise UnknownContact(f"no contact {email}")
@@ -295,7 +296,7 @@ def set_caps(
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "caps"
-        raise ValueError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise InvalidValue(field, f"{first['msg'].removeprefix('Value error, ')}") from None
     contact.caps = override.model_dump(mode="json", exclude_unset=True) or None
     return contact
 
@@ -386,17 +387,18 @@ def sales_outcome(
     Refused, with nothing written, for someone never handed to sales."""
     settings = project.settings
     if settings.handoff is None:
-        raise ValueError("handoff: no hand-off is configured in nurture.yaml")
+        raise InvalidValue("handoff", "no hand-off is configured in nurture.yaml")
     if not accepted and not reason.strip():
-        raise ValueError("reason: say why sales rejects the lead")
+        raise InvalidValue("reason", "say why sales rejects the lead")
     address = normalize_email(email)
     known = session.scalar(select(Contact.id).where(Contact.email == address))
     if known is not None and not session.scalar(
         select(func.count()).select_from(Handoff).where(Handoff.contact_id == known)
     ):
-        raise ValueError(
-            f"outcome: {address} was never handed to sales (no hand-off recorded; it happens "
-            f"at stage {settings.handoff.stage}); nothing recorded"
+        raise InvalidValue(
+            "outcome",
+            f"{address} was never handed to sales (no hand-off recorded; it happens "
+            f"at stage {settings.handoff.stage}); nothing recorded",
         )
     kind = "sales_accepted" if accepted else "sales_rejected"
     outcome = record_event(session, project, email, kind, now, properties={"reason": reason})
