@@ -51,8 +51,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 QUEUED, SENDING, SENT = MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT
 FAILED, UNKNOWN = MessageStatus.FAILED, MessageStatus.UNKNOWN
 CANCELLED = MessageStatus.CANCELLED
-#: Every status a message can have, in the order of its life.
-MESSAGE_STATUSES = tuple(MessageStatus)
+#: Every status a message can have, in the order of its life, as plain words (click.Choice
+#: would offer an enum's member names instead of its values).
+MESSAGE_STATUSES = tuple(status.value for status in MessageStatus)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -82,6 +82,18 @@ def test_messages_without_an_option_counts_each_status(fixed: Runtime) -> None:
     assert counts == {"sent": 2, "failed": 1}
 
 
+def test_messages_status_takes_the_stored_word(fixed: Runtime) -> None:
+    """`--status failed` names the status as stored (the statuses are a StrEnum, whose
+    member names click would offer instead)."""
+    add_contact(fixed, "ana@acme.example", **PROFILE)
+    assert fixed.dispatcher.tick().sent == 1
+    with sessions(fixed.database)() as session:
+        session.execute(update(Message).values(status=FAILED))
+        session.commit()
+    listed = cli(fixed, "messages", "--status", "failed")
+    assert "ana@acme.example" in listed
+
+
 def test_tick_says_who_is_due_later(project_dir: Path, database_url: str) -> None:
     """An enrollment whose first step waits a day: the tick plans it for later ("due
     later", as many as SQL finds active and due in the future), and nothing is idle."""
