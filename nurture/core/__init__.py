@@ -1,8 +1,8 @@
 """The pure core: the modules that decide, from plain data and an explicit `now`.
 
 The rule: a module of `nurture.core` does no I/O and reads no clock. It imports none of
-sqlalchemy, alembic, flask, werkzeug, apscheduler, smtplib, os or time, calls no
-`datetime.now()`, `datetime.utcnow()` or `date.today()`, and does not import `nurture.clock`;
+sqlalchemy, alembic, flask, werkzeug, apscheduler, smtplib, os or time, asks `datetime`
+and `date` for no current instant, and does not import `nurture.clock`;
 nor does any module outside the core that it imports (`nurture.config`,
 `nurture.workflows`, `nurture.expressions`...). The caller loads what a decision needs,
 passes `now`, and writes the result. tests/test_core.py walks every module here and holds
