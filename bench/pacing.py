@@ -2,7 +2,7 @@
 
     python bench/pacing.py [--people 20000]
 
-Each decision is the pure `decide` of nurture/pacing.py with the example project's caps
+Each decision is the pure `decide` of nurture/core/pacing.py with the example project's caps
 (day, week, 30-day, account, quiet hours, weekdays, sunset), a person in one of several
 zones (DST and half-hour ones included), 50 past emails over the last months, and a `now`
 spread over a fortnight so quiet hours, weekends and caps all come into play.
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nurture.pacing import decide  # noqa: E402
+from nurture.core.pacing import decide  # noqa: E402
 from nurture.project import load_project  # noqa: E402
 
 ZONES = [

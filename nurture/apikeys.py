@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture.errors import InvalidValue
 from nurture.models import ApiKey
 
 PREFIX = "nk_"
@@ -22,7 +23,7 @@ def _digest(key: str) -> str:
 def create_key(session: Session, name: str, now: datetime) -> tuple[ApiKey, str]:
     """A new key named `name`; the returned string is the only copy of the key."""
     if not name.strip():
-        raise ValueError("name: say who or what uses the key")
+        raise InvalidValue("name", "say who or what uses the key")
     key = PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name.strip(), prefix=key[:10], key_hash=_digest(key), created_at=now)
     session.add(row)

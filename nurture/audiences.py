@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 
 from nurture.config import CapsOverride
 from nurture.contacts import zone_of
+from nurture.core.pacing import decide
 from nurture.db import write_transaction
 from nurture.intake import enroll_people
 from nurture.models import Contact, Message
-from nurture.pacing import decide
 from nurture.problems import unknown_segment
 from nurture.project import Project
 from nurture.segments import audience, contact_ids, count

@@ -18,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.config import Settings
-from nurture.holdouts import HOLDOUT
+from nurture.core.holdouts import HOLDOUT
+from nurture.core.pacing import Policy
 from nurture.models import Contact, Enrollment, Message, StageMove, Suppression
-from nurture.pacing import Policy
+from nurture.vocabulary import EnrollmentStatus, MessageStatus
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,16 @@ def load_records(
                 Contact.account,
             )
             .join(Contact, Contact.id == Message.contact_id)
-            .where(Message.status.in_(("sending", "sent", "unknown", "queued")))
+            .where(
+                Message.status.in_(
+                    (
+                        MessageStatus.SENDING,
+                        MessageStatus.SENT,
+                        MessageStatus.UNKNOWN,
+                        MessageStatus.QUEUED,
+                    )
+                )
+            )
             .order_by(Message.sent_at, Message.id)
         )
     ]
@@ -210,13 +220,19 @@ def stranded(session: Session) -> list[str]:
         )
     ):
         where = f"enrollment {row.id} ({row.workflow})"
-        if row.status == "active" and row.due_at is None:
+        if row.status == EnrollmentStatus.ACTIVE and row.due_at is None:
             found.append(f"{where}: active but due at no time")
-        elif row.status in ("waiting", "paused") and not row.hold_reason:
+        elif (
+            row.status in (EnrollmentStatus.WAITING, EnrollmentStatus.PAUSED)
+            and not row.hold_reason
+        ):
             found.append(f"{where}: {row.status} without a reason")
-        elif row.status in ("completed", "exited") and not row.end_reason:
+        elif (
+            row.status in (EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED)
+            and not row.end_reason
+        ):
             found.append(f"{where}: ended without a reason")
-        elif row.status not in ("active", "waiting", "paused", "completed", "exited", HOLDOUT):
+        elif row.status not in set(EnrollmentStatus):
             found.append(f"{where}: unknown status {row.status!r}")
     return found
 

@@ -16,11 +16,12 @@ import click
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nurture import eventtime
 from nurture.apikeys import create_key, revoke_key
 from nurture.clock import FileClock, as_utc
 from nurture.contacts import normalize_email
 from nurture.content import preview_unsubscribe_url, render_email, sample_contact
+from nurture.core import eventtime
+from nurture.core.words import counted
 from nurture.db import close as close_database
 from nurture.db import make_engine, sessions, upgrade
 from nurture.feedback import (
@@ -47,7 +48,6 @@ from nurture.runtime import Runtime, check_start, database_url, open_runtime
 from nurture.segments import Segment
 from nurture.transport import NullTransport, OutboxTransport
 from nurture.users import create_user, end_sessions, find_user, set_password
-from nurture.words import counted
 
 T = TypeVar("T")
 #: `--at`: an instant, UTC unless an offset is given.

@@ -26,28 +26,19 @@ from pydantic import (
 )
 
 from nurture import expressions
+from nurture.core.pacing import WEEKDAYS, Policy
 from nurture.durations import format_duration, parse_duration
-from nurture.pacing import WEEKDAYS, Policy
 from nurture.phases import Phase, phase_rank
+from nurture.vocabulary import BuiltinEvent, BuiltinStage
 from nurture.yamlfile import Document, parse_yaml, validate
 
-#: Event kinds the engine itself records; projects declare the others under `events:`.
-BUILTIN_EVENTS = frozenset(
-    {
-        "email_opened",
-        "email_clicked",
-        "unsubscribed",
-        "hard_bounced",
-        "soft_bounced",
-        "complained",
-        "sales_accepted",
-        "sales_rejected",
-        "paused",
-        "resumed",
-    }
-)
+#: Event kinds the engine itself records (nurture/vocabulary.py `BuiltinEvent`); projects
+#: declare the others under `events:`.
+BUILTIN_EVENTS: frozenset[str] = frozenset(BuiltinEvent)
 #: Events after which no marketing email may go to the person, ever.
-SUPPRESSING_EVENTS = frozenset({"unsubscribed", "hard_bounced", "complained"})
+SUPPRESSING_EVENTS: frozenset[str] = frozenset(
+    {BuiltinEvent.UNSUBSCRIBED, BuiltinEvent.HARD_BOUNCED, BuiltinEvent.COMPLAINED}
+)
 #: Profile fields every contact has; `custom_fields` adds more.
 PROFILE_FIELDS = (
     "email",
@@ -68,8 +59,8 @@ PROFILE_FIELDS = (
 )
 #: Profile fields a form, an import or the API may set (the address is the key, not a field).
 EDITABLE_FIELDS = tuple(name for name in PROFILE_FIELDS if name not in ("email", "email_domain"))
-FIRST_STAGE = "contact"
-DISQUALIFIED = "disqualified"
+FIRST_STAGE = BuiltinStage.CONTACT
+DISQUALIFIED = BuiltinStage.DISQUALIFIED
 
 
 def _duration(value: Any) -> timedelta:

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from email_validator import EmailNotValidError, validate_email
 
 from nurture.config import PROFILE_FIELDS, CustomField, FieldType, Settings
-from nurture.scoring import decayed
+from nurture.core.scoring import decayed
+from nurture.errors import InvalidValue
 
 #: The longest address: RFC 5321's 254 octets for a path, as email-validator counts it.
 MAX_EMAIL = 254
@@ -141,11 +142,11 @@ def _text(name: str, value: Any, limit: int) -> str:
     """`value` as a field's text, trimmed; ValueError for another type, NUL or over `limit`
     characters (counted before trimming, as the API's schema counts them)."""
     if not isinstance(value, str):
-        raise ValueError(f"{name}: expected text, not {type(value).__name__}")
+        raise InvalidValue(name, f"expected text, not {type(value).__name__}")
     if len(value) > limit:
-        raise ValueError(f"{name}: over {limit} characters")
+        raise InvalidValue(name, f"over {limit} characters")
     if "\x00" in value:
-        raise ValueError(f"{name}: contains a NUL character")
+        raise InvalidValue(name, "contains a NUL character")
     return value.strip()
 
 
@@ -157,9 +158,9 @@ def _company_size(value: Any) -> int:
     elif isinstance(value, float) and value.is_integer():
         value = int(value)  # JSON's 300.0 is the integer 300; 300.7 is refused below
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"company_size: {shown(value)} is not a whole number")
+        raise InvalidValue("company_size", f"{shown(value)} is not a whole number")
     if not low <= value <= high:
-        raise ValueError(f"company_size: {value} is not between {low:,} and {high:,}")
+        raise InvalidValue("company_size", f"{value} is not between {low:,} and {high:,}")
     return value
 
 
@@ -191,7 +192,7 @@ def custom_value(name: str, spec: CustomField, value: Any) -> str | int | float 
             try:
                 return date.fromisoformat(text).isoformat()
             except ValueError:
-                raise ValueError(f"{name}: {shown(value)} is not a date that exists") from None
+                raise InvalidValue(name, f"{shown(value)} is not a date that exists") from None
         if kind is FieldType.CHOICE:
             by_case = {v.lower(): v for v in spec.values or ()}
             if text.lower() in by_case:
@@ -203,7 +204,7 @@ def custom_value(name: str, spec: CustomField, value: Any) -> str | int | float 
             return _finite(name, value)
     elif isinstance(value, bool) and kind is FieldType.BOOLEAN:
         return value
-    raise ValueError(f"{name}: {shown(value)} is not {expected(spec)}")
+    raise InvalidValue(name, f"{shown(value)} is not {expected(spec)}")
 
 
 def expected(spec: CustomField) -> str:
@@ -220,7 +221,7 @@ def expected(spec: CustomField) -> str:
 
 def _finite(name: str, value: float) -> float:
     if not math.isfinite(value):
-        raise ValueError(f"{name}: {value} is not a finite number")
+        raise InvalidValue(name, f"{value} is not a finite number")
     return value
 
 
@@ -256,18 +257,20 @@ def clean_profile(
             custom[name] = custom_value(name, custom_fields[name], value)
         else:
             known = ", ".join([*EDITABLE, *custom_fields])
-            raise ValueError(f"{shown(name)[1:-1]}: unknown field; known fields: {known}")
+            raise InvalidValue(shown(name)[1:-1], f"unknown field; known fields: {known}")
     if "timezone" in profile:
         zone_name(profile["timezone"])
     if "country" in profile:
         if not re.fullmatch(COUNTRY, profile["country"]):
-            raise ValueError(f"country: {shown(profile['country'])} is not a two-letter ISO code")
+            raise InvalidValue(
+                "country", f"{shown(profile['country'])} is not a two-letter ISO code"
+            )
         profile["country"] = profile["country"].upper()
     if "owner" in profile:
         try:
             profile["owner"] = normalize_email(profile["owner"])
         except ValueError:
-            raise ValueError(f"owner: {profile['owner']!r} is not an email address") from None
+            raise InvalidValue("owner", f"{profile['owner']!r} is not an email address") from None
     if "seniority" in profile:
         profile["seniority"] = profile["seniority"].lower().replace("-", "_").replace(" ", "_")
     return profile, custom
@@ -282,11 +285,11 @@ def zone_names() -> frozenset[str]:
 def zone_name(name: str) -> ZoneInfo:
     """The zone of an IANA name; ValueError unless it is one of zone_names() exactly."""
     if name not in zone_names():
-        raise ValueError(f"timezone: {shown(name)} is not an IANA time zone")
+        raise InvalidValue("timezone", f"{shown(name)} is not an IANA time zone")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"timezone: {shown(name)} is not an IANA time zone") from None
+        raise InvalidValue("timezone", f"{shown(name)} is not an IANA time zone") from None
 
 
 class ContactLike(Protocol):

@@ -52,7 +52,7 @@ class FrontMatter(Strict):
     promote_winner: bool = Field(
         default=False,
         description=(
-            "Once the subject test calls a winner (nurture/winner.py), every later email of "
+            "Once the subject test calls a winner (nurture/core/winner.py), every later email of "
             "this piece gets the winning subject line."
         ),
     )

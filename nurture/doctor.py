@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import os
 import smtplib
 import ssl
 import urllib.error
@@ -30,6 +29,7 @@ import dns.exception
 import dns.resolver
 from cryptography.hazmat.primitives import serialization
 
+from nurture import environment
 from nurture.config import Dkim, Settings
 from nurture.db import make_engine
 from nurture.health import readiness
@@ -111,7 +111,7 @@ def diagnose(
     checks = [Check(Level.OK, f"configuration: {len(project.workflows)} workflows load")]
     checks.append(secret_check(project))
     checks.append(database_check(project, database))
-    url = os.environ.get(SMTP_ENV) or project.settings.delivery.smtp_url
+    url = environment.read(SMTP_ENV) or project.settings.delivery.smtp_url
     checks.append(smtp_check(url, tls))
     checks.append(base_url_check(project.settings.base_url, fetch))
     checks.extend(domain_checks(project, url, lookup))
@@ -119,7 +119,7 @@ def diagnose(
 
 
 def secret_check(project: Project) -> Check:
-    value = os.environ.get(SECRET_ENV)
+    value = environment.read(SECRET_ENV)
     if value is not None and len(value) < 32:
         return Check(Level.ERROR, f"{SECRET_ENV} is under 32 characters", "set a longer one")
     if value:

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture.clock import FixedClock
+from nurture.core.decisions import ACTIVE
 from nurture.db import sessions
-from nurture.decisions import ACTIVE
 from nurture.models import Contact, Enrollment, Message
 from nurture.runtime import Runtime
 

@@ -26,14 +26,18 @@ from sqlalchemy import Engine as Database
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from nurture import metrics, sendtime
+from nurture import metrics
 from nurture.clock import Clock, db_instant
 from nurture.config import CapsOverride
 from nurture.contacts import ContactLike, LazyVariables, profile, zone_of
 from nurture.content import render_email
+from nurture.core import sendtime
+from nurture.core.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
+from nurture.core.engagement import Engagement, Occurred
+from nurture.core.pacing import Policy
+from nurture.core.planner import Mark, Send
+from nurture.core.versions import Kind, Outline, outline, place
 from nurture.db import is_sqlite, lock_for_transaction, write_transaction
-from nurture.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
-from nurture.engagement import Engagement, Occurred
 from nurture.feedback import insert_new, suppress
 from nurture.journeys import perform
 from nurture.models import (
@@ -50,8 +54,6 @@ from nurture.models import (
     Message,
     Suppression,
 )
-from nurture.pacing import Policy
-from nurture.planner import Mark, Send
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.promotion import promoted
@@ -66,7 +68,6 @@ from nurture.transport import (
     Transport,
     sender_domain,
 )
-from nurture.versions import Kind, Outline, outline, place
 
 log = logging.getLogger(__name__)
 _table = cast(Table, Enrollment.__table__)
@@ -233,7 +234,7 @@ class Dispatcher:
         A cheap check (sizes and modification times) each tick; on a change, the whole
         project is loaded and checked again: a broken edit is logged with its file:line
         problems and the version running goes on. Every workflow's version is recorded and
-        the people on an older one are carried onto it (nurture/versions.py), in one
+        the people on an older one are carried onto it (nurture/core/versions.py), in one
         transaction. The first call records the versions the engine starts with.
         """
         current = stamp(self.project.root)

@@ -9,16 +9,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row, select
 
 from nurture.contacts import normalize_email
+from nurture.core.decisions import WAITING, Defer, End, Go, Idle, Later, next_action
+from nurture.core.holdouts import HOLDOUT
+from nurture.core.versions import HELD
+from nurture.core.words import counted
 from nurture.db import sessions
-from nurture.decisions import WAITING, Defer, End, Go, Idle, Later, next_action
 from nurture.durations import format_duration
 from nurture.engine import History
 from nurture.feedback import UnknownContact
-from nurture.holdouts import HOLDOUT
 from nurture.models import Contact, Enrollment, StageMove
 from nurture.runtime import Runtime
-from nurture.versions import HELD
-from nurture.words import counted
+from nurture.vocabulary import EnrollmentStatus
 
 _LOOKAHEAD = 4
 
@@ -82,7 +83,7 @@ def _enrollment(
 ) -> str:
     if enrollment.status == HOLDOUT:
         return "held out (the workflow's holdout group): none of its emails, ever"
-    if enrollment.status in ("completed", "exited"):
+    if enrollment.status in (EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED):
         return f"ended ({enrollment.status}): {enrollment.end_reason}"
     if enrollment.status == WAITING and (enrollment.hold_reason or "").startswith(HELD):
         return f"nothing planned: {enrollment.hold_reason}"

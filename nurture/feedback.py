@@ -1,7 +1,7 @@
 """Contacts, events, moves by hand, sales outcomes and provider feedback, in the caller's
 session and transaction: an event, its score changes, its stage move and the re-routed
 enrollments commit together or not at all. Events go through the event pipeline
-(nurture/intake.py, a batch of one); the rest apply the same rules (nurture/eventrules.py)
+(nurture/intake.py, a batch of one); the rest apply the same rules (nurture/core/eventrules.py)
 through its writer (`intake.change_people`).
 """
 
@@ -26,8 +26,12 @@ from nurture.contacts import (
     default_account,
     normalize_email,
 )
-from nurture.decisions import ACTIVE, PAUSED
-from nurture.eventrules import Decided, Decision, Person, Rules
+from nurture.core.decisions import ACTIVE, PAUSED
+from nurture.core.eventrules import Decided, Decision, Person, Rules
+from nurture.core.scoring import Change, fit_score
+from nurture.core.stages import Move
+from nurture.core.words import counted
+from nurture.errors import InvalidValue
 from nurture.models import (
     Contact,
     Enrollment,
@@ -40,9 +44,6 @@ from nurture.models import (
 from nurture.notices import queue_notice
 from nurture.project import Project
 from nurture.providers import Feedback
-from nurture.scoring import Change, fit_score
-from nurture.stages import Move
-from nurture.words import counted
 
 #: Hand-off webhook states: pending (to post), delivered, failed (gave up), off (no webhook).
 PENDING, DELIVERED, GAVE_UP, OFF = "pending", "delivered", "failed", "off"
@@ -131,8 +132,8 @@ def upsert_contact(
     profile, custom = clean_profile(dict(fields), settings.custom_fields)
     first_profile, first_custom = clean_profile(dict(on_create or {}), settings.custom_fields)
     if stage is not None and stage not in settings.stage_names:
-        raise ValueError(
-            f"stage: unknown stage {stage!r}; stages are {', '.join(settings.stage_names)}"
+        raise InvalidValue(
+            "stage", f"unknown stage {stage!r}; stages are {', '.join(settings.stage_names)}"
         )
     created = insert_new(
         session,
@@ -203,8 +204,8 @@ def record_event(
 
     settings = project.settings
     if kind not in settings.event_kinds:
-        raise ValueError(
-            f"kind: unknown event {kind!r}; known: {', '.join(sorted(settings.event_kinds))}"
+        raise InvalidValue(
+            "kind", f"unknown event {kind!r}; known: {', '.join(sorted(settings.event_kinds))}"
         )
     item = Incoming(
         normalize_email(email),
@@ -242,11 +243,11 @@ def move_stage(
 ) -> Outcome:
     """A move made by a person (sales recycles a lead, say): any direction, with its reason,
     recorded `by_hand` (the stage then holds against the score rules until the scores cross
-    a threshold again: nurture/stages.py). A workflow's move_stage action is not by hand."""
+    a threshold again: nurture/core/stages.py). A workflow's move_stage action is not by hand."""
     if stage not in project.settings.stage_names:
-        raise ValueError(f"stage: unknown stage {stage!r}")
+        raise InvalidValue("stage", f"unknown stage {stage!r}")
     if not reason.strip():
-        raise ValueError("reason: say why the stage changes")
+        raise InvalidValue("reason", "say why the stage changes")
     contact = session.scalar(select(Contact).where(Contact.email == normalize_email(email)))
     if contact is None:
         raise UnknownContact(f"no contact {email}")
@@ -295,7 +296,7 @@ def set_caps(
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "caps"
-        raise ValueError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise InvalidValue(field, f"{first['msg'].removeprefix('Value error, ')}") from None
     contact.caps = override.model_dump(mode="json", exclude_unset=True) or None
     return contact
 
@@ -386,17 +387,18 @@ def sales_outcome(
     Refused, with nothing written, for someone never handed to sales."""
     settings = project.settings
     if settings.handoff is None:
-        raise ValueError("handoff: no hand-off is configured in nurture.yaml")
+        raise InvalidValue("handoff", "no hand-off is configured in nurture.yaml")
     if not accepted and not reason.strip():
-        raise ValueError("reason: say why sales rejects the lead")
+        raise InvalidValue("reason", "say why sales rejects the lead")
     address = normalize_email(email)
     known = session.scalar(select(Contact.id).where(Contact.email == address))
     if known is not None and not session.scalar(
         select(func.count()).select_from(Handoff).where(Handoff.contact_id == known)
     ):
-        raise ValueError(
-            f"outcome: {address} was never handed to sales (no hand-off recorded; it happens "
-            f"at stage {settings.handoff.stage}); nothing recorded"
+        raise InvalidValue(
+            "outcome",
+            f"{address} was never handed to sales (no hand-off recorded; it happens "
+            f"at stage {settings.handoff.stage}); nothing recorded",
         )
     kind = "sales_accepted" if accepted else "sales_rejected"
     outcome = record_event(session, project, email, kind, now, properties={"reason": reason})

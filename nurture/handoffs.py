@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import threading
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from typing import Any
 from sqlalchemy import Engine as Database
 from sqlalchemy import select
 
-from nurture import metrics
+from nurture import environment, metrics
 from nurture.config import Handoff as HandoffSettings
 from nurture.contacts import current_engagement, profile
 from nurture.db import claim_due, release_claimed, write_transaction
@@ -29,7 +28,7 @@ from nurture.feedback import DELIVERED, GAVE_UP, PENDING
 from nurture.models import Contact, Event, Handoff, HandoffAttempt
 from nurture.project import Project
 
-SECRET_ENV = "NURTURE_HANDOFF_SECRET"
+SECRET_ENV = environment.HANDOFF_SECRET
 LEASE = timedelta(minutes=2)
 #: (status code or None, error or None): what one POST gave.
 Post = Callable[[str, bytes, dict[str, str]], tuple[int | None, str | None]]
@@ -38,7 +37,7 @@ Post = Callable[[str, bytes, dict[str, str]], tuple[int | None, str | None]]
 def handoff_secret(settings: HandoffSettings | None) -> str | None:
     if settings is None:
         return None
-    return os.environ.get(SECRET_ENV) or settings.webhook_secret
+    return environment.read(SECRET_ENV) or settings.webhook_secret
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:

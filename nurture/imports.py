@@ -19,6 +19,7 @@ from sqlalchemy import Engine as Database
 from nurture.config import EDITABLE_FIELDS, CustomField
 from nurture.contacts import clean_profile, normalize_email
 from nurture.db import write_transaction
+from nurture.errors import InvalidValue
 from nurture.feedback import upsert_contact
 from nurture.project import Project
 
@@ -231,10 +232,9 @@ def check_rows(
             continue
         try:
             clean_profile(values, custom_fields)
-        except ValueError as exc:
-            name, _, message = str(exc).partition(": ")
-            reason = "unknown time zone" if name == "timezone" else f"invalid {name}"
-            yield Bad(line, row, f"{reason}: {message or exc}")
+        except InvalidValue as exc:
+            reason = "unknown time zone" if exc.field == "timezone" else f"invalid {exc.field}"
+            yield Bad(line, row, f"{reason}: {exc.message or exc}")
             continue
         yield Good(line, address, {k: v for k, v in values.items() if v})
 

@@ -1,4 +1,4 @@
-"""The event pipeline: load the people of a batch, decide (nurture/eventrules.py), write.
+"""The event pipeline: load the people of a batch, decide (nurture/core/eventrules.py), write.
 
 One path for one event and for a batch of thousands: the CLI, forms, imports, provider
 feedback, the simulator and the events API all come here (`feedback.record_event` is a
@@ -34,8 +34,7 @@ from sqlalchemy.orm import Session
 
 from nurture.config import PROFILE_FIELDS
 from nurture.contacts import profile
-from nurture.db import write_retrying
-from nurture.eventrules import (
+from nurture.core.eventrules import (
     Decided,
     Decision,
     Enrolled,
@@ -45,6 +44,7 @@ from nurture.eventrules import (
     decide,
     may_enter,
 )
+from nurture.db import write_retrying
 from nurture.feedback import UnknownContact, hand_off, lock_accounts, upsert_contact
 from nurture.models import (
     CANCELLED,
@@ -272,7 +272,7 @@ def change_people(
     segments: bool = True,
 ) -> tuple[dict[str, Person], dict[int, list[str]]]:
     """What is not an event (a move by hand, a new fit, a profile edit): load the people of
-    `addresses` (locked), let `work` decide with the rules of nurture/eventrules.py into a
+    `addresses` (locked), let `work` decide with the rules of nurture/core/eventrules.py into a
     `Decided`, write it, then let them enter the workflows that enter by a segment they are
     now in (`segments`). The people, as they are now, and who entered which workflows by
     segment (by contact id)."""

@@ -6,12 +6,14 @@ import os
 import secrets
 from pathlib import Path
 
-ENV_VAR = "NURTURE_SECRET_KEY"
+from nurture import environment
+
+ENV_VAR = environment.SECRET_KEY
 
 
 def secret_key(instance_dir: Path) -> str:
     """The project's signing secret; never a built-in default."""
-    from_env = os.environ.get(ENV_VAR)
+    from_env = environment.read(ENV_VAR)
     if from_env:
         if len(from_env) < 32:
             raise ValueError(f"{ENV_VAR} must be at least 32 characters")

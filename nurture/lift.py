@@ -35,7 +35,7 @@ from sqlalchemy import ColumnElement, and_, case, exists, func, select, true
 from sqlalchemy.orm import Session, aliased
 
 from nurture.config import DISQUALIFIED, FIRST_STAGE, Settings
-from nurture.holdouts import HOLDOUT, format_share
+from nurture.core.holdouts import HOLDOUT, format_share
 from nurture.models import Enrollment, StageMove
 
 #: The windows after entry the lift is shown for (days); None: to date.

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from nurture import environment
 from nurture.redact import RedactingFilter
 
-FORMAT_ENV = "NURTURE_LOG_FORMAT"
-LEVEL_ENV = "NURTURE_LOG_LEVEL"
+FORMAT_ENV = environment.LOG_FORMAT
+LEVEL_ENV = environment.LOG_LEVEL
 LEVELS = ("debug", "info", "warning", "error")
 #: Fields a log call may pass with `extra=`; copied into each JSON line.
 ID_FIELDS = ("contact_id", "message_id", "enrollment_id", "handoff_id", "event_id", "job")
@@ -72,7 +72,7 @@ class JsonFormatter(logging.Formatter):
 
 def setup(level: str = "warning", fmt: str | None = None, stream: TextIO | None = None) -> None:
     """Install the one handler of the root logger (replacing any earlier one)."""
-    fmt = (fmt or os.environ.get(FORMAT_ENV) or "text").lower()
+    fmt = (fmt or environment.read(FORMAT_ENV) or "text").lower()
     if fmt not in ("text", "json"):
         raise ValueError(f"{FORMAT_ENV}: {fmt!r} is not text or json")
     number = logging.getLevelNamesMapping()[level.upper()]

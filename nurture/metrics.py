@@ -16,7 +16,6 @@ The web process serves `/metrics` when `NURTURE_METRICS_TOKEN` is set (sent as
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
@@ -30,12 +29,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine as Database
 from sqlalchemy import func, select
 
+from nurture import environment
 from nurture.clock import Clock, as_utc
-from nurture.decisions import ACTIVE
+from nurture.core.decisions import ACTIVE
 from nurture.models import QUEUED, SENDING, UNKNOWN, Enrollment, Message
+from nurture.vocabulary import MessageStatus
 
-TOKEN_ENV = "NURTURE_METRICS_TOKEN"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+TOKEN_ENV = environment.METRICS_TOKEN
+MULTIPROC_ENV = environment.PROMETHEUS_MULTIPROC_DIR
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Due for longer than this is overdue: the workers are not keeping up (or are down).
 OVERDUE = timedelta(minutes=5)
@@ -101,7 +102,7 @@ def transport_name(transport: object) -> str:
 def count_deliveries(transport: object, done: Mapping[str, int]) -> None:
     """What one hand-over gave (status -> count), counted once it is committed."""
     name = transport_name(transport)
-    for status in ("sent", "failed", "unknown"):
+    for status in (MessageStatus.SENT, MessageStatus.FAILED, MessageStatus.UNKNOWN):
         if done.get(status):
             EMAILS.labels(name, status).inc(done[status])
 
@@ -204,7 +205,7 @@ class _Own(Collector):
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ENV.lower()) or None
+    return environment.read(MULTIPROC_ENV) or environment.read(MULTIPROC_ENV.lower()) or None
 
 
 def registry(database: Database | None = None, clock: Clock | None = None) -> CollectorRegistry:
@@ -227,7 +228,7 @@ def exposition(database: Database, clock: Clock) -> bytes:
 def token_matches(header: str) -> bool | None:
     """None: metrics are off (no NURTURE_METRICS_TOKEN); else whether `Authorization`
     carries the token (compared in constant time)."""
-    token = os.environ.get(TOKEN_ENV)
+    token = environment.read(TOKEN_ENV)
     if not token:
         return None
     scheme, _, given = header.partition(" ")

@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from nurture.vocabulary import MessageStatus
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
@@ -45,13 +47,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-#: Message statuses: queued -> sending -> sent or failed; unknown when handed over without
-#: an answer, or after a crash mid-send;
-#: cancelled when a stage move made a queued email the wrong one.
-QUEUED, SENDING, SENT, FAILED, UNKNOWN = "queued", "sending", "sent", "failed", "unknown"
-CANCELLED = "cancelled"
-#: Every status a message can have, in the order of its life.
-MESSAGE_STATUSES = (QUEUED, SENDING, SENT, UNKNOWN, FAILED, CANCELLED)
+#: Message statuses (nurture/vocabulary.py `MessageStatus`), by their short names.
+QUEUED, SENDING, SENT = MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT
+FAILED, UNKNOWN = MessageStatus.FAILED, MessageStatus.UNKNOWN
+CANCELLED = MessageStatus.CANCELLED
+#: Every status a message can have, in the order of its life, as plain words (click.Choice
+#: would offer an enum's member names instead of its values).
+MESSAGE_STATUSES = tuple(status.value for status in MessageStatus)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -188,7 +190,7 @@ class StageMove(Base):
     reason: Mapped[str] = mapped_column(Text)
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
     #: Made by a person (`nurture contact stage`, the API, the dashboard): the stage holds
-    #: against the score rules until the scores cross a threshold again (nurture/stages.py).
+    #: against the score rules until the scores cross a threshold again (nurture/core/stages.py).
     by_hand: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 

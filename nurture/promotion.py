@@ -1,6 +1,6 @@
 """`promote_winner: true`: once a piece's subject test calls a winner, everyone after gets it.
 
-A periodic job (once in a cluster) asks the winner rule (nurture/winner.py, through
+A periodic job (once in a cluster) asks the winner rule (nurture/core/winner.py, through
 `reports.subject_test`, the dashboard's and `nurture stats`' own verdict) about each piece
 that promotes and has no winner yet, and records the winner with when and why in
 `subject_winners`. The dispatcher reads that table at each batch: a recorded winner is the

@@ -24,7 +24,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-KINDS = ("hard_bounced", "soft_bounced", "complained", "unsubscribed")
+from nurture.vocabulary import BuiltinEvent
+
+KINDS = (
+    BuiltinEvent.HARD_BOUNCED,
+    BuiltinEvent.SOFT_BOUNCED,
+    BuiltinEvent.COMPLAINED,
+    BuiltinEvent.UNSUBSCRIBED,
+)
 MAILGUN_MAX_AGE = timedelta(minutes=15)
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 

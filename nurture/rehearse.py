@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import FixedClock
 from nurture.config import Strict, TimeZoneName
+from nurture.core.holdouts import HOLDOUT
 from nurture.db import sessions
 from nurture.drive import Action, Sent, drive
 from nurture.durations import format_duration
 from nurture.feedback import record_event, sales_outcome, upsert_contact
-from nurture.holdouts import HOLDOUT
 from nurture.models import (
     Contact,
     Deferral,

@@ -1,5 +1,5 @@
 """Workflow versions in the database, and people carried across an edit: the I/O around
-nurture/versions.py.
+nurture/core/versions.py.
 
 `sync_versions` records each workflow file the engine runs (text and digest, first seen at)
 and, in the same transaction, moves every open enrollment that is on another version, on a
@@ -22,11 +22,8 @@ from sqlalchemy import Engine as Database
 from sqlalchemy import and_, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from nurture.db import lock_for_transaction, sessions, write_transaction
-from nurture.decisions import ACTIVE, EXITED, PAUSED, WAITING
-from nurture.models import Contact, Enrollment, Message, WorkflowVersion
-from nurture.project import SETTINGS_FILE, Project
-from nurture.versions import (
+from nurture.core.decisions import ACTIVE, EXITED, PAUSED, WAITING
+from nurture.core.versions import (
     HELD,
     Carried,
     Kind,
@@ -37,7 +34,10 @@ from nurture.versions import (
     outline_to_json,
     place,
 )
-from nurture.words import counted
+from nurture.core.words import counted
+from nurture.db import lock_for_transaction, sessions, write_transaction
+from nurture.models import Contact, Enrollment, Message, WorkflowVersion
+from nurture.project import SETTINGS_FILE, Project
 
 OPEN = (ACTIVE, WAITING, PAUSED)
 _CHUNK = 500
@@ -353,7 +353,7 @@ def edit_plan(database: Database, project: Project) -> list[dict[str, Any]]:
     Steps are named by their id everywhere; `contents` gives the piece a step sends when
     its id is not the piece's own id. A file put back to an earlier text is a change (the
     next version, `restores` the number of the one it puts back)."""
-    from nurture.versions import changes
+    from nurture.core.versions import changes
 
     with sessions(database)() as session:
         found = survey(session, project)

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from nurture import diagram
 from nurture.config import DISQUALIFIED, Settings
 from nurture.content import Piece
+from nurture.core.winner import Arm as WinnerArm
+from nurture.core.winner import Verdict, decide
 from nurture.db import write_transaction
 from nurture.models import (
     SENT,
@@ -30,8 +32,7 @@ from nurture.models import (
     StageMove,
     WorkflowVersion,
 )
-from nurture.winner import Arm as WinnerArm
-from nurture.winner import Verdict, decide
+from nurture.vocabulary import BuiltinEvent, EnrollmentStatus, MessageStatus
 from nurture.workflows import (
     Arm,
     Compound,
@@ -227,7 +228,10 @@ def _activity(session: Session, now: datetime) -> dict[str, Any]:
     kinds = dict(
         session.execute(
             select(Event.kind, func.count())
-            .where(Event.occurred_at >= month, Event.kind.in_(("hard_bounced", "complained")))
+            .where(
+                Event.occurred_at >= month,
+                Event.kind.in_((BuiltinEvent.HARD_BOUNCED, BuiltinEvent.COMPLAINED)),
+            )
             .group_by(Event.kind)
         ).all()
     )
@@ -236,7 +240,7 @@ def _activity(session: Session, now: datetime) -> dict[str, Any]:
             select(Event.kind, func.count())
             .where(
                 Event.occurred_at >= week,
-                Event.kind.in_(("email_opened", "email_clicked")),
+                Event.kind.in_((BuiltinEvent.EMAIL_OPENED, BuiltinEvent.EMAIL_CLICKED)),
                 Event.machine.is_(None),
             )
             .group_by(Event.kind)
@@ -247,7 +251,7 @@ def _activity(session: Session, now: datetime) -> dict[str, Any]:
         .select_from(Event)
         .where(
             Event.occurred_at >= week,
-            Event.kind.in_(("email_opened", "email_clicked")),
+            Event.kind.in_((BuiltinEvent.EMAIL_OPENED, BuiltinEvent.EMAIL_CLICKED)),
             Event.machine.is_not(None),
         )
     )
@@ -258,10 +262,10 @@ def _activity(session: Session, now: datetime) -> dict[str, Any]:
     )
     return {
         "delivered_month": delivered or 0,
-        "bounces_month": kinds.get("hard_bounced", 0),
-        "complaints_month": kinds.get("complained", 0),
-        "opens_week": engagement.get("email_opened", 0),
-        "clicks_week": engagement.get("email_clicked", 0),
+        "bounces_month": kinds.get(BuiltinEvent.HARD_BOUNCED, 0),
+        "complaints_month": kinds.get(BuiltinEvent.COMPLAINED, 0),
+        "opens_week": engagement.get(BuiltinEvent.EMAIL_OPENED, 0),
+        "clicks_week": engagement.get(BuiltinEvent.EMAIL_CLICKED, 0),
         "machine_week": machines or 0,
         "sends_per_day": _sends_per_day(session, now, 14),
         "moves_per_day": _per_day(session, StageMove.at, now, 14),
@@ -534,7 +538,7 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
         ((w, s), n)
         for w, s, n in session.execute(
             select(Message.workflow, Message.step_key, func.count())
-            .where(Message.status == "failed")
+            .where(Message.status == MessageStatus.FAILED)
             .group_by(Message.workflow, Message.step_key)
         )
     )
@@ -545,7 +549,14 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
         )
         .join(Message, Message.id == Event.message_id)
         .where(
-            Event.kind.in_(("email_opened", "email_clicked", "unsubscribed", "hard_bounced")),
+            Event.kind.in_(
+                (
+                    BuiltinEvent.EMAIL_OPENED,
+                    BuiltinEvent.EMAIL_CLICKED,
+                    BuiltinEvent.UNSUBSCRIBED,
+                    BuiltinEvent.HARD_BOUNCED,
+                )
+            ),
             Event.machine.is_(None),
         )
         .group_by(Message.workflow, Message.step_key, Event.kind)
@@ -579,10 +590,11 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
                         phase=phase,
                         content=step.content,
                         sent=sent.get(key, 0),
-                        opened=reactions.get((*key, "email_opened"), 0),
-                        clicked=reactions.get((*key, "email_clicked"), 0),
-                        unsubscribed=reactions.get((*key, "unsubscribed"), 0),
-                        bounced=failed.get(key, 0) + reactions.get((*key, "hard_bounced"), 0),
+                        opened=reactions.get((*key, BuiltinEvent.EMAIL_OPENED), 0),
+                        clicked=reactions.get((*key, BuiltinEvent.EMAIL_CLICKED), 0),
+                        unsubscribed=reactions.get((*key, BuiltinEvent.UNSUBSCRIBED), 0),
+                        bounced=failed.get(key, 0)
+                        + reactions.get((*key, BuiltinEvent.HARD_BOUNCED), 0),
                         step=step.key,
                         kind=step.kind,
                         label=diagram.label(step),
@@ -593,7 +605,7 @@ def workflow_stats(session: Session, project: Any) -> tuple[list[StepStats], dic
     waiting = dict(
         session.execute(
             select(Enrollment.workflow, func.count())
-            .where(Enrollment.status == "waiting")
+            .where(Enrollment.status == EnrollmentStatus.WAITING)
             .group_by(Enrollment.workflow)
         ).all()
     )
@@ -607,7 +619,11 @@ def _places_now(session: Session, project: Any) -> dict[tuple[str, str], int]:
     for workflow, places, stage in session.execute(
         select(Enrollment.workflow, Enrollment.places, Contact.stage)
         .join(Contact, Contact.id == Enrollment.contact_id)
-        .where(Enrollment.status.in_(("active", "waiting", "paused")))
+        .where(
+            Enrollment.status.in_(
+                (EnrollmentStatus.ACTIVE, EnrollmentStatus.WAITING, EnrollmentStatus.PAUSED)
+            )
+        )
     ):
         phase = project.settings.phase_of(stage) if stage else None
         place = (places or {}).get(phase) if phase else None
@@ -640,7 +656,10 @@ def workflow_versions(session: Session) -> dict[str, list[VersionRow]]:
 
 def planned(session: Session, now: datetime, limit: int = 200) -> tuple[int, list[Any]]:
     """Enrollments due in the next 24 hours (how many, and the first `limit`)."""
-    window = (Enrollment.status == "active", Enrollment.due_at <= now + timedelta(days=1))
+    window = (
+        Enrollment.status == EnrollmentStatus.ACTIVE,
+        Enrollment.due_at <= now + timedelta(days=1),
+    )
     count = session.scalar(select(func.count()).select_from(Enrollment).where(*window)) or 0
     rows = session.execute(
         select(Enrollment.id, Enrollment.workflow, Enrollment.due_at, Contact.id, Contact.email)
@@ -657,7 +676,7 @@ def unknown_messages(session: Session, limit: int = 200) -> list[Any]:
         session.execute(
             select(Message.id, Message.content_id, Message.created_at, Message.error, Contact.email)
             .join(Contact, Contact.id == Message.contact_id)
-            .where(Message.status == "unknown")
+            .where(Message.status == MessageStatus.UNKNOWN)
             .order_by(Message.created_at)
             .limit(limit)
         ).all()
@@ -689,7 +708,7 @@ def subject_test(
 ) -> tuple[list[SubjectResult], Verdict]:
     """The subject lines of one piece (`subjects`: per language, the subject templates in
     variant order) with their sends and real opens and clicks (`lines`: `stats.Line`s of the
-    piece), and the verdict of the winner rule (`nurture.winner`)."""
+    piece), and the verdict of the winner rule (`nurture.core.winner`)."""
     count = max((len(texts) for texts in subjects.values()), default=1)
     by_variant = {line.variant or 0: line for line in lines}
     arms = [

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine as Database
 
+from nurture import environment
 from nurture.clock import Clock, SystemClock
 from nurture.db import make_engine, sqlite_url, upgrade
 from nurture.engine import Dispatcher
@@ -18,8 +18,8 @@ from nurture.project import Project, load_project
 from nurture.tracking import Links
 from nurture.transport import MimeBuilder, OutboxTransport, SmtpTransport, Transport
 
-DATABASE_ENV = "NURTURE_DATABASE_URL"
-SMTP_ENV = "NURTURE_SMTP_URL"
+DATABASE_ENV = environment.DATABASE_URL
+SMTP_ENV = environment.SMTP_URL
 
 
 @dataclass
@@ -36,7 +36,7 @@ def database_url(project: Project, override: str | None = None) -> str:
     if override:
         return override if "://" in override else sqlite_url(Path(override).resolve())
     return (
-        os.environ.get(DATABASE_ENV)
+        environment.read(DATABASE_ENV)
         or project.settings.database_url
         or sqlite_url(project.database_path)
     )
@@ -53,7 +53,7 @@ def make_transport(project: Project) -> Transport:
         raise ProjectError(
             [Problem("nurture.yaml", None, f"delivery.dkim.private_key_file: {exc}")]
         ) from None
-    url = os.environ.get(SMTP_ENV) or delivery.smtp_url
+    url = environment.read(SMTP_ENV) or delivery.smtp_url
     if url:
         try:
             return SmtpTransport(
@@ -64,7 +64,7 @@ def make_transport(project: Project) -> Transport:
                 backoff=delivery.retry_backoff.total_seconds(),
             )
         except ValueError as exc:  # the message shows the URL with its password masked
-            field = SMTP_ENV if os.environ.get(SMTP_ENV) else "delivery.smtp_url"
+            field = SMTP_ENV if environment.read(SMTP_ENV) else "delivery.smtp_url"
             raise ProjectError([Problem("nurture.yaml", None, f"{field}: {exc}")]) from None
     return OutboxTransport(project.outbox_dir, builder)
 

@@ -24,9 +24,10 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from nurture import engagement, segmentsql
+from nurture import segmentsql
 from nurture.config import PROFILE_FIELDS, Settings, Strict, check_contact_fields
 from nurture.contacts import current_engagement, profile
+from nurture.core import engagement
 from nurture.models import Contact
 from nurture.problems import Problem, ProjectError
 from nurture.yamlfile import parse_yaml, validate

@@ -2,7 +2,7 @@
 the database, not by loading every contact into Python.
 
 The clause holds for exactly the contacts for which `expressions.evaluate` (with the
-engagement functions of nurture/engagement.py) holds at `now`, including its rule that a
+engagement functions of nurture/core/engagement.py) holds at `now`, including its rule that a
 condition reading a missing or mistyped value does not hold: each part compiles to
 (holds, fails), `fails` being where Python would raise (an order comparison with an
 unknown value), and the whole holds where it holds and does not fail.
@@ -45,9 +45,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from nurture import expressions
 from nurture.config import PROFILE_FIELDS, CustomField, FieldType, Settings
+from nurture.core.scoring import DECAY_EPOCH, NEGLIGIBLE
 from nurture.durations import parse_duration
 from nurture.models import Contact, Event, Message
-from nurture.scoring import DECAY_EPOCH, NEGLIGIBLE
 
 #: Message statuses that count as received (the engine's COUNTED).
 RECEIVED_STATUSES = ("queued", "sending", "sent", "unknown")
@@ -382,7 +382,7 @@ class _Compiler:
         return Operand(sql, kind, True, shown)
 
     def engagement(self) -> Any:
-        """The stored engagement decayed to `now`, as nurture/scoring.py `decayed` does."""
+        """The stored engagement decayed to `now`, as nurture/core/scoring.py `decayed` does."""
         rules = self.scope.settings.scoring.engagement
         now = self.scope.now
         stored, at = Contact.engagement, Contact.engagement_at

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture.models import Event, Message
+from nurture.vocabulary import BuiltinEvent, MessageStatus
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def content_stats(session: Session, content_ids: Collection[str] | None = None) 
         (content, variant): count
         for content, variant, count in session.execute(
             select(Message.content_id, Message.subject_variant, func.count())
-            .where(Message.status == "sent", *only)
+            .where(Message.status == MessageStatus.SENT, *only)
             .group_by(Message.content_id, Message.subject_variant)
         )
     }
@@ -52,7 +53,9 @@ def content_stats(session: Session, content_ids: Collection[str] | None = None) 
             )
             .join(Message, Message.id == Event.message_id)
             .where(
-                Event.kind.in_(("email_opened", "email_clicked")), Event.machine.is_(None), *only
+                Event.kind.in_((BuiltinEvent.EMAIL_OPENED, BuiltinEvent.EMAIL_CLICKED)),
+                Event.machine.is_(None),
+                *only,
             )
             .group_by(Message.content_id, Message.subject_variant, Event.kind)
         )
@@ -62,8 +65,8 @@ def content_stats(session: Session, content_ids: Collection[str] | None = None) 
             content,
             variant,
             count,
-            engaged.get((content, variant, "email_opened"), 0),
-            engaged.get((content, variant, "email_clicked"), 0),
+            engaged.get((content, variant, BuiltinEvent.EMAIL_OPENED), 0),
+            engaged.get((content, variant, BuiltinEvent.EMAIL_CLICKED), 0),
         )
         for (content, variant), count in sorted(
             sent.items(), key=lambda item: (item[0][0], item[0][1] or 0)

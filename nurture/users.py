@@ -13,9 +13,10 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from nurture.contacts import normalize_email
+from nurture.core.throttle import Throttle
 from nurture.db import lock_for_transaction
+from nurture.errors import InvalidValue
 from nurture.models import DashboardSession, LoginAttempt, User
-from nurture.throttle import Throttle
 
 MIN_PASSWORD = 12
 #: A session ends this long after its login, whatever happens.
@@ -29,14 +30,14 @@ _DUMMY = generate_password_hash("not a password of anyone")
 
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise ValueError(f"password: at least {MIN_PASSWORD} characters")
+        raise InvalidValue("password", f"at least {MIN_PASSWORD} characters")
 
 
 def create_user(session: Session, email: str, password: str, now: datetime) -> User:
     address = normalize_email(email)
     _check_password(password)
     if session.scalar(select(User.id).where(User.email == address)) is not None:
-        raise ValueError(f"email: a user {address} exists already")
+        raise InvalidValue("email", f"a user {address} exists already")
     user = User(email=address, password_hash=generate_password_hash(password), created_at=now)
     session.add(user)
     session.flush()
@@ -48,7 +49,7 @@ def find_user(session: Session, email: str) -> User:
     address = normalize_email(email)
     user = session.scalar(select(User).where(User.email == address))
     if user is None:
-        raise ValueError(f"email: no user {address}")
+        raise InvalidValue("email", f"no user {address}")
     return user
 
 

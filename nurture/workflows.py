@@ -27,7 +27,6 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from nurture import engagement
 from nurture.config import (
     Caps,
     CapsOverride,
@@ -39,8 +38,9 @@ from nurture.config import (
     Strict,
     check_contact_fields,
 )
+from nurture.core import engagement
+from nurture.core.holdouts import SHARE_PATTERN, format_share, parse_share
 from nurture.durations import parse_duration
-from nurture.holdouts import SHARE_PATTERN, format_share, parse_share
 from nurture.phases import PHASES, Phase
 from nurture.problems import ProjectError, unknown_segment
 from nurture.yamlfile import format_loc, parse_yaml
@@ -55,7 +55,7 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]*$"
 
 
 #: `best`: at the local hour the person really engages, within 24 h of when the email was
-#: due (nurture/sendtime.py); `due`: as soon as its wait runs out and the caps allow.
+#: due (nurture/core/sendtime.py); `due`: as soon as its wait runs out and the caps allow.
 SendTime = Literal["best", "due"]
 
 
@@ -156,7 +156,7 @@ _ID_FIELD = Field(
 
 
 class _Compound(Strict):
-    #: Not an email: what `outline` (nurture/versions.py) records as its content.
+    #: Not an email: what `outline` (nurture/core/versions.py) records as its content.
     content: ClassVar[str] = ""
     id: str = _ID_FIELD
     wait: Duration = Field(
@@ -382,7 +382,7 @@ class Goals(Strict):
     events: list[EventKind] = Field(default_factory=list, description="One of these ends it.")
 
 
-#: `holdout: 10%`: the share of entrants kept out, as a fraction (nurture/holdouts.py).
+#: `holdout: 10%`: the share of entrants kept out, as a fraction (nurture/core/holdouts.py).
 Share = Annotated[
     float,
     BeforeValidator(parse_share),
@@ -474,7 +474,7 @@ class Workflow(Strict):
     def flat(self, phase: Phase | None) -> list[Node | Arm]:
         """The track's steps and arms in the order people meet them (depth first: a
         branch, its `then` arm and steps, its `else` arm and steps, what follows): the order
-        nurture/versions.py carries places by. The planner reads the tree itself."""
+        nurture/core/versions.py carries places by. The planner reads the tree itself."""
         return self._flats.get(phase, []) if phase else []
 
     @cached_property

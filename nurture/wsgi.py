@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from nurture import environment
 from nurture.logs import LEVEL_ENV, setup
 from nurture.runtime import open_runtime
 from nurture.web import create_app
 
-setup(os.environ.get(LEVEL_ENV, "info"))  # NURTURE_LOG_FORMAT=json for JSON lines
-app = create_app(open_runtime(Path(os.environ.get("NURTURE_PROJECT", ".")), migrate=False))
+setup(environment.read(LEVEL_ENV, "info"))  # NURTURE_LOG_FORMAT=json for JSON lines
+app = create_app(open_runtime(Path(environment.read(environment.PROJECT, ".")), migrate=False))

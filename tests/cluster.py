@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from nurture.decisions import ACTIVE
+from nurture.core.decisions import ACTIVE
 from nurture.models import QUEUED, SENDING, Enrollment, Message
 
 WORKER = "from nurture.cli import main; main()"

@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 from nurture import expressions
 from nurture.config import DISQUALIFIED, SUPPRESSING_EVENTS
 from nurture.contacts import condition_variables, current_engagement, normalize_email, zone_of
-from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
-from nurture.engagement import WAITS_FOR
+from nurture.core.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
+from nurture.core.engagement import WAITS_FOR
+from nurture.core.scoring import as_of, engagement_changes
+from nurture.core.stages import Move, next_stage
 from nurture.feedback import Outcome, UnknownContact, hand_off, lock_contact, suppress
 from nurture.models import (
     CANCELLED,
@@ -31,8 +33,6 @@ from nurture.models import (
     Suppression,
 )
 from nurture.project import Project
-from nurture.scoring import as_of, engagement_changes
-from nurture.stages import Move, next_stage
 
 log = logging.getLogger(__name__)
 OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
@@ -139,7 +139,7 @@ def _wake(session: Session, contact_id: int, now: datetime) -> None:
 
 def wake_waits(session: Session, contact_id: int, kind: str, now: datetime) -> None:
     """The event a wait_until waits for came: plan the person's waiting enrollments now
-    (their hold reason names the kind: nurture/engagement.py `waiting_reason`)."""
+    (their hold reason names the kind: nurture/core/engagement.py `waiting_reason`)."""
     session.execute(
         update(Enrollment)
         .where(

@@ -23,8 +23,8 @@ from sqlalchemy import Engine, text
 
 from nurture.apikeys import create_key
 from nurture.clock import FixedClock
+from nurture.core.eventtime import EARLIEST
 from nurture.db import sessions
-from nurture.eventtime import EARLIEST
 from nurture.project import load_project
 from nurture.runtime import open_runtime
 from nurture.web import create_app

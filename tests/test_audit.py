@@ -9,7 +9,7 @@ import pytest
 
 from nurture.audit import MoveRecord, SentRecord, violations
 from nurture.config import Settings
-from nurture.pacing import Policy
+from nurture.core.pacing import Policy
 from nurture.project import load_project
 
 T = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # Tuesday, 10:00 in Paris

@@ -13,12 +13,12 @@ from sqlalchemy import func, select, update
 
 from nurture.cli import main
 from nurture.clock import FixedClock, SystemClock
+from nurture.core.words import counted
 from nurture.db import sessions
 from nurture.explain import explain
 from nurture.feedback import move_stage
 from nurture.models import FAILED, MESSAGE_STATUSES, Enrollment, Event, Message, StageMove
 from nurture.runtime import Runtime, open_runtime
-from nurture.words import counted
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE, add_contact, contact, event
 
@@ -80,6 +80,18 @@ def test_messages_without_an_option_counts_each_status(fixed: Runtime) -> None:
     shown = dict(line.split("\t") for line in cli(fixed, "messages").splitlines())
     assert shown == {status: str(counts.get(status, 0)) for status in MESSAGE_STATUSES}
     assert counts == {"sent": 2, "failed": 1}
+
+
+def test_messages_status_takes_the_stored_word(fixed: Runtime) -> None:
+    """`--status failed` names the status as stored (the statuses are a StrEnum, whose
+    member names click would offer instead)."""
+    add_contact(fixed, "ana@acme.example", **PROFILE)
+    assert fixed.dispatcher.tick().sent == 1
+    with sessions(fixed.database)() as session:
+        session.execute(update(Message).values(status=FAILED))
+        session.commit()
+    listed = cli(fixed, "messages", "--status", "failed")
+    assert "ana@acme.example" in listed
 
 
 def test_tick_says_who_is_due_later(project_dir: Path, database_url: str) -> None:

@@ -441,7 +441,7 @@ def test_a_password_change_and_sessions_end_revoke_sessions(served: str, runtime
 def test_the_throttle_waits_double_from_one_minute_to_an_hour() -> None:
     from datetime import UTC, datetime
 
-    from nurture.throttle import Throttle, in_words
+    from nurture.core.throttle import Throttle, in_words
 
     now = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
     throttle = Throttle()

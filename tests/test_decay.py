@@ -200,7 +200,7 @@ def test_late_events_in_bulk_equal_one_by_one(project_dir: Path, tmp_path: Path,
 def test_the_command_line_refuses_event_times_the_api_refuses(
     project_dir: Path, at: str, message: str
 ) -> None:
-    """One rule for an event's time (nurture/eventtime.py): the API's, at the command line too."""
+    """One rule for an event's time (nurture/core/eventtime.py): the API's, at the command line too."""
     database = f"sqlite:///{project_dir / 'cli.db'}"
     runner = CliRunner()
     args = ["--project", str(project_dir), "--db", database]

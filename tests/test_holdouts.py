@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from nurture.audit import holdout_sends, stranded
 from nurture.cli import main
 from nurture.clock import FixedClock
+from nurture.core.holdouts import HOLDOUT, held_out, parse_share, stable_point
 from nurture.db import sessions
-from nurture.holdouts import HOLDOUT, held_out, parse_share, stable_point
 from nurture.lift import WINDOWS, Group, lift, newcombe, reached_stages, row
 from nurture.models import Enrollment, Message, StageMove
 from nurture.problems import ProjectError
@@ -98,7 +98,7 @@ def test_assignment_is_at_the_share_within_sampling_error() -> None:
 def test_assignment_is_the_same_in_another_process() -> None:
     """sha256, not Python's salted hash(): another interpreter (another hash seed) agrees."""
     code = (
-        "from nurture.holdouts import stable_point\n"
+        "from nurture.core.holdouts import stable_point\n"
         "print(' '.join(repr(stable_point('guide-nurture', str(i))) for i in range(200)))"
     )
     here = " ".join(repr(stable_point(GUIDE, str(i))) for i in range(200))

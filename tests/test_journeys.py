@@ -14,18 +14,18 @@ from sqlalchemy import select
 
 from nurture.audit import stranded
 from nurture.clock import FixedClock
+from nurture.core.engagement import Engagement, Occurred
+from nurture.core.planner import Exhausted, Mark, Plan, Send, WaitUntil, choose_path, plan_next
+from nurture.core.versions import Kind, carry, outline
 from nurture.db import sessions
-from nurture.engagement import Engagement, Occurred
 from nurture.explain import explain
 from nurture.feedback import record_event
 from nurture.handoffs import SECRET_ENV, verify
 from nurture.journeys import deliver_webhooks
 from nurture.models import Contact, Enrollment, JourneyStep, Message, Notice, StageMove
-from nurture.planner import Exhausted, Mark, Plan, Send, WaitUntil, choose_path, plan_next
 from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime, open_runtime
-from nurture.versions import Kind, carry, outline
 from nurture.workflows import ActionStep, Split, Workflow
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE, add_contact, event

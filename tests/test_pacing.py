@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nurture.pacing import WEEK, Decision, Policy, decide
-from nurture.sendtime import MAX_DELAY, Choice, place
+from nurture.core.pacing import WEEK, Decision, Policy, decide
+from nurture.core.sendtime import MAX_DELAY, Choice, place
 
 PARIS = ZoneInfo("Europe/Paris")
 EVERY_DAY = frozenset(range(7))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from nurture.planner import Exhausted, Send, WaitUntil, plan_next
+from nurture.core.planner import Exhausted, Send, WaitUntil, plan_next
 from nurture.workflows import Workflow
 
 T0 = datetime(2026, 6, 1, 9, tzinfo=UTC)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from nurture.cli import main
 from nurture.clock import FixedClock
+from nurture.core.winner import Arm, decide, two_proportion_p
 from nurture.db import sessions
 from nurture.feedback import record_event
 from nurture.jobs import run_periodic
@@ -21,7 +22,6 @@ from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime, open_runtime
 from nurture.scheduler import build_scheduler
-from nurture.winner import Arm, decide, two_proportion_p
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE, add_contact
 

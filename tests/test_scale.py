@@ -13,8 +13,8 @@ from sqlalchemy import func, select, text
 
 from nurture.audit import load_records, violations
 from nurture.clock import FixedClock
+from nurture.core.decisions import ACTIVE
 from nurture.db import sessions
-from nurture.decisions import ACTIVE
 from nurture.models import Enrollment, Message
 from nurture.runtime import open_runtime
 from nurture.seed import seed_leads

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from nurture.config import Disqualify, Engagement, EngagementRule, FitRule, Settings, StepDecay
+from nurture.core.scoring import decayed, engagement_changes, fit_score
+from nurture.core.stages import next_stage
 from nurture.project import load_project
-from nurture.scoring import decayed, engagement_changes, fit_score
-from nurture.stages import next_stage
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 

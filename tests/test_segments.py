@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from nurture import expressions, segments
 from nurture.contacts import condition_variables
+from nurture.core.engagement import functions
 from nurture.db import sessions
-from nurture.engagement import functions
 from nurture.models import Contact, Enrollment, Event, Message
 from nurture.problems import ProjectError
 from nurture.project import load_project

@@ -14,15 +14,8 @@ import pytest
 from sqlalchemy import Row, select
 
 from nurture.clock import FixedClock
-from nurture.db import make_engine, sessions
-from nurture.explain import explain
-from nurture.models import Contact, Deferral, Event, Message
-from nurture.pacing import Decision, Policy, decide
-from nurture.problems import ProjectError
-from nurture.project import load_project
-from nurture.reports import timeline
-from nurture.runtime import Runtime, open_runtime
-from nurture.sendtime import (
+from nurture.core.pacing import Decision, Policy, decide
+from nurture.core.sendtime import (
     DEFAULT_HOUR,
     HALF_LIFE,
     Choice,
@@ -33,6 +26,13 @@ from nurture.sendtime import (
     tally,
     weight,
 )
+from nurture.db import make_engine, sessions
+from nurture.explain import explain
+from nurture.models import Contact, Deferral, Event, Message
+from nurture.problems import ProjectError
+from nurture.project import load_project
+from nurture.reports import timeline
+from nurture.runtime import Runtime, open_runtime
 from nurture.simulate import reading_hour, simulate
 from nurture.users import create_user
 from nurture.web import create_app

@@ -1,4 +1,4 @@
-"""The winner rule of subject tests (nurture/winner.py) and how pages write times and
+"""The winner rule of subject tests (nurture/core/winner.py) and how pages write times and
 durations (nurture/web/filters.py): pure functions, no database."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from nurture.core.winner import MIN_SENDS, Arm, decide, two_proportion_p
 from nurture.web.filters import human_duration, local_time
-from nurture.winner import MIN_SENDS, Arm, decide, two_proportion_p
 
 
 def test_no_winner_below_the_minimum_sends_however_wide_the_gap() -> None:

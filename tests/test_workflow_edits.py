@@ -18,10 +18,10 @@ from sqlalchemy import select, update
 
 from nurture.audit import stranded
 from nurture.clock import FixedClock
+from nurture.core.versions import HELD, Kind, StepInfo, carry
 from nurture.db import sessions
 from nurture.models import FAILED, Contact, Enrollment, Message, WorkflowVersion
 from nurture.runtime import Runtime, open_runtime
-from nurture.versions import HELD, Kind, StepInfo, carry
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE, add_contact
 

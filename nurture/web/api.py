@@ -20,11 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from nurture import eventtime, metrics, segments
-from nurture.accounts import rollup
+from nurture import metrics, segments
 from nurture.apikeys import find_key
 from nurture.contacts import NO_NUL, current_engagement, normalize_email, profile, shown
+from nurture.core import eventtime
+from nurture.core.accounts import rollup
 from nurture.db import write_transaction
+from nurture.errors import InvalidValue
 from nurture.feedback import Outcome, move_stage, sales_outcome, upsert_contact
 from nurture.intake import Incoming, record_together
 from nurture.models import Contact, Enrollment, Event, Message, ScoreChange, StageMove
@@ -313,11 +315,10 @@ def contacts() -> tuple[Response, int]:
                 stage=item.stage,
                 consent_source=item.consent,
             )
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
-            name = "stage" if field == "stage" else f"fields.{field}"
+        except InvalidValue as exc:
+            name = "stage" if exc.field == "stage" else f"fields.{exc.field}"
             raise Problem(
-                422, "invalid", str(exc), [{"field": name, "message": message or str(exc)}]
+                422, "invalid", str(exc), [{"field": name, "message": exc.message or str(exc)}]
             ) from None
         body = contact_view(session, runtime, outcome.contact, now)
     return jsonify(body), 201 if outcome.created else 200
@@ -355,16 +356,15 @@ def stage(email: str) -> Response:
 
 
 def _change(email: str, change: Callable[[Session, Runtime, str, datetime], Outcome]) -> Response:
-    """Apply `change` to a known contact in one transaction; its ValueError is a 422."""
+    """Apply `change` to a known contact in one transaction; its InvalidValue is a 422."""
     runtime = _runtime()
     now = runtime.clock.now()
     with write_transaction(runtime.database) as session:
         found = _find(session, email)
         try:
             outcome = change(session, runtime, found.email, now)
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
-            errors = [{"field": field, "message": message}]
+        except InvalidValue as exc:
+            errors = [{"field": exc.field, "message": exc.message}]
             raise Problem(422, "invalid", str(exc), errors) from None
         return jsonify(contact_view(session, runtime, outcome.contact, now))
 

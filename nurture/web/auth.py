@@ -3,7 +3,7 @@
 A login is a row in `dashboard_sessions`; the signed cookie holds only its random id, so
 logging out (or a password change, or `nurture user sessions end`) ends it on the server
 and a copy of the cookie opens nothing. Failed logins are throttled per account and per
-client address (`nurture.throttle`), from the attempts kept in the database.
+client address (`nurture.core.throttle`), from the attempts kept in the database.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from werkzeug.wrappers import Response as BaseResponse
 
 from nurture import metrics
+from nurture.core.throttle import in_words
 from nurture.db import sessions, write_transaction
 from nurture.runtime import Runtime
-from nurture.throttle import in_words
 from nurture.users import (
     authenticate,
     end_session,

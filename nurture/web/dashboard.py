@@ -24,8 +24,10 @@ from werkzeug.wrappers import Response as BaseResponse
 from nurture import audiences, segments
 from nurture.contacts import current_engagement, profile
 from nurture.content import preview_unsubscribe_url, render_email, sample_contact
+from nurture.core.winner import CONFIDENCE, MIN_SENDS
 from nurture.db import sessions, write_transaction
 from nurture.diagram import workflow_svgs
+from nurture.errors import InvalidValue
 from nurture.explain import explain
 from nurture.feedback import move_stage, set_paused, suppress
 from nurture.lift import METHOD as LIFT_METHOD
@@ -52,7 +54,6 @@ from nurture.runtime import Runtime
 from nurture.segments import Segment
 from nurture.stats import content_stats
 from nurture.web.auth import login_required
-from nurture.winner import CONFIDENCE, MIN_SENDS
 
 bp = Blueprint("dashboard", __name__)
 
@@ -164,7 +165,7 @@ def contact_action(contact_id: int) -> BaseResponse | tuple[str, int]:
             try:
                 reason = f"{request.form.get('reason', '').strip()} ({who})"
                 if not request.form.get("reason", "").strip():
-                    raise ValueError("reason: say why the stage changes")
+                    raise InvalidValue("reason", "say why the stage changes")
                 move_stage(db, project, contact.email, request.form.get("stage", ""), reason, now)
             except ValueError as exc:
                 return render_template("error.html", message=str(exc)), 422

@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app
 
+from nurture.core.words import counted
 from nurture.durations import parse_duration
-from nurture.words import counted
 
 _DURATION = re.compile(r"^\s*(?:\d+\s*[wdhms]\s*)+$")
 _UNITS = (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))

@@ -4,14 +4,13 @@ signature does not check out changes nothing; each provider event applies once."
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from nurture import metrics, providers
+from nurture import environment, metrics, providers
 from nurture.db import write_transaction
 from nurture.feedback import apply_provider_feedback
 from nurture.runtime import Runtime
@@ -33,7 +32,7 @@ def _runtime() -> Runtime:
 
 
 def _secret(name: str) -> str | None:
-    value = os.environ.get(f"NURTURE_{name.upper()}")
+    value = environment.read(environment.webhook_variable(name))
     return value or getattr(_runtime().project.settings.webhooks, name)
 
 

@@ -14,9 +14,9 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 from markupsafe import Markup, escape
 from sqlalchemy import select, update
 
+from nurture.core.machines import machine_click, machine_open
 from nurture.db import write_transaction
 from nurture.feedback import record_event, set_caps
-from nurture.machines import machine_click, machine_open
 from nurture.models import Contact, Event, Message
 from nurture.runtime import Runtime
 from nurture.web.words import UNSUBSCRIBE, pick

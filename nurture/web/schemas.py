@@ -18,7 +18,6 @@ from pydantic import (
     create_model,
 )
 
-from nurture import eventtime
 from nurture.config import CustomField, FieldType
 from nurture.contacts import (
     COMPANY_SIZE,
@@ -32,6 +31,7 @@ from nurture.contacts import (
     zone_name,
     zone_names,
 )
+from nurture.core import eventtime
 
 MAX_BATCH = 1000
 MAX_BODY = 8 * 1024 * 1024

@@ -40,7 +40,7 @@ def upgrade() -> None:
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("places", sa.JSON(), server_default="{}", nullable=False))
         batch_op.add_column(sa.Column("version", sa.String(length=64), nullable=True))
-    # Rows from before: their `positions` are indexes (nurture.versions.LEGACY).
+    # Rows from before: their `positions` are indexes (nurture.core.versions.LEGACY).
     op.execute("UPDATE enrollments SET version = 'index'")
 
 

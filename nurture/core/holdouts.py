@@ -13,8 +13,10 @@ import hashlib
 import re
 from typing import Any
 
+from nurture.vocabulary import EnrollmentStatus
+
 #: The enrollment status of a person held out of a workflow: recorded, never emailed by it.
-HOLDOUT = "holdout"
+HOLDOUT = EnrollmentStatus.HOLDOUT
 #: The largest holdout share a workflow may ask for (beyond it, most people get nothing).
 MAX_SHARE = 0.5
 

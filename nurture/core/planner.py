@@ -16,14 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from nurture import expressions
-from nurture.engagement import Engagement, functions
+from nurture.core.engagement import Engagement, functions
+from nurture.core.versions import SINCE
 from nurture.phases import Phase
-from nurture.versions import SINCE
 from nurture.workflows import ActionStep, Branch, Node, Split, Step, WaitFor, Workflow
 
 #: phase -> the key of the last step or arm of that track whose turn is done (sent, passed
 #: over, skipped, taken); a phase missing has not started. Never a list index: see
-#: nurture/versions.py. `since:<phase>`: when the wait at a wait_until started (while the
+#: nurture/core/versions.py. `since:<phase>`: when the wait at a wait_until started (while the
 #: place is that step), or when the last one ended (a floor for the next step's wait).
 Places = dict[str, str]
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from nurture.pacing import Decision, Hold, Policy
+from nurture.core.pacing import Decision, Hold, Policy
 
 #: A real open or click loses half its weight every 30 days.
 HALF_LIFE = timedelta(days=30)

@@ -17,11 +17,11 @@ from typing import Any
 from nurture import expressions
 from nurture.config import DISQUALIFIED, SUPPRESSING_EVENTS, Settings
 from nurture.contacts import condition_variables, current_engagement, zone_of
-from nurture.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
-from nurture.engagement import WAITS_FOR
-from nurture.holdouts import HOLDOUT, held_out
-from nurture.scoring import Change, as_of, engagement_changes, fit_score
-from nurture.stages import Move, next_stage
+from nurture.core.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
+from nurture.core.engagement import WAITS_FOR
+from nurture.core.holdouts import HOLDOUT, held_out
+from nurture.core.scoring import Change, as_of, engagement_changes, fit_score
+from nurture.core.stages import Move, next_stage
 from nurture.workflows import Workflow
 
 OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
@@ -79,7 +79,7 @@ class Person:
     enrollments: dict[str, Enrolled] = field(default_factory=dict)
     suppressed: bool = False
     #: The current stage was set by a person (its latest move was by hand): it holds against
-    #: the score rules until a threshold is crossed again (nurture/stages.py `next_stage`).
+    #: the score rules until a threshold is crossed again (nurture/core/stages.py `next_stage`).
     stage_by_hand: bool = False
     changed: dict[str, Any] = field(default_factory=dict)  # contact columns to write
 

@@ -13,16 +13,18 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from nurture import sendtime
 from nurture.config import DISQUALIFIED
-from nurture.engagement import Engagement, waiting_reason
-from nurture.pacing import Decision, Policy, decide
+from nurture.core import sendtime
+from nurture.core.engagement import Engagement, waiting_reason
+from nurture.core.pacing import Decision, Policy, decide
+from nurture.core.planner import Exhausted, Mark, Send, WaitUntil, plan_next
+from nurture.core.versions import gone
 from nurture.phases import Phase
-from nurture.planner import Exhausted, Mark, Send, WaitUntil, plan_next
-from nurture.versions import gone
+from nurture.vocabulary import EnrollmentStatus
 from nurture.workflows import Node, Step, Workflow
 
-ACTIVE, WAITING, PAUSED, COMPLETED, EXITED = "active", "waiting", "paused", "completed", "exited"
+ACTIVE, WAITING, PAUSED = EnrollmentStatus.ACTIVE, EnrollmentStatus.WAITING, EnrollmentStatus.PAUSED
+COMPLETED, EXITED = EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED
 
 
 @dataclass(slots=True)
@@ -45,7 +47,7 @@ class Situation:
     last_engaged: datetime | None = None
     held_until: datetime | None = None
     hold_reason: str | None = None
-    #: Why an edit of the workflow left this person without a place (nurture/versions.py).
+    #: Why an edit of the workflow left this person without a place (nurture/core/versions.py).
     held_by_edit: str | None = None
     account_sent: Sequence[datetime] = ()
     global_sent: Sequence[datetime] = ()
@@ -187,7 +189,7 @@ def next_action(s: Situation, now: datetime) -> Action:
 
 
 def _caps(s: Situation, now: datetime) -> Decision:
-    """What the caps say at `now` (nurture/pacing.py)."""
+    """What the caps say at `now` (nurture/core/pacing.py)."""
     return decide(
         now=now,
         sent=s.sent,
