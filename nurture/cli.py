@@ -222,11 +222,13 @@ def lift_(obj: Context, workflow: str, as_json: bool, at: datetime | None) -> No
         return
     click.echo(f"interval: {METHOD}; {MIN_PEOPLE} people per group at least")
     stage = None
-    for item in result.rows:
+    for item in result.shown:
         if item.stage != stage:
             stage = item.stage
             click.echo(f"reached {stage_label(stage)}:")
         click.echo(f"  {item.when + ':':<16} {item.sentence}")
+    if result.pending_sentence:
+        click.echo(result.pending_sentence)
 
 
 @main.command()

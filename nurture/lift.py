@@ -99,6 +99,33 @@ class Lift:
     held_out: int
     rows: tuple[Row, ...]
 
+    @property
+    def pending_windows(self) -> tuple[int, ...]:
+        """The windows (days) nobody in either group has had whole yet: rows of 0 vs 0 people
+        that say nothing, left out of the text and the page (kept in JSON)."""
+        return tuple(
+            w
+            for w in WINDOWS
+            if w is not None
+            and not any(r.treated.people + r.holdout.people for r in self.rows if r.window == w)
+        )
+
+    @property
+    def shown(self) -> tuple[Row, ...]:
+        """The rows worth reading: every window but the pending ones."""
+        pending = self.pending_windows
+        return tuple(r for r in self.rows if r.window not in pending)
+
+    @property
+    def pending_sentence(self) -> str:
+        """ "Within 60 and 90 days: nobody has been in it that long yet." or ""."""
+        pending = self.pending_windows
+        if not pending or self.since is None:
+            return ""
+        days = [str(w) for w in pending]
+        listed = days[0] if len(days) == 1 else ", ".join(days[:-1]) + " and " + days[-1]
+        return f"Within {listed} days: nobody has been in it that long yet."
+
 
 def stage_label(stage: str) -> str:
     return stage.upper() if len(stage) <= 3 else stage

@@ -367,9 +367,22 @@ def test_the_lift_command(held: Runtime, example_dir: Path, database_url: str) -
     data = json.loads(as_json.output)
     assert (data["holdout"], data["min_people"]) == ("30%", 30)
     assert data["treated"] + data["held_out"] <= 12 and data["held_out"] >= 1
-    assert [r["sentence"] for r in data["rows"]] == [
+    assert {r["window_days"] for r in data["rows"]} == set(WINDOWS), "JSON keeps every window"
+    # A window nobody in either group has had yet is said once, not as rows of 0 vs 0 people.
+    pending = {
+        w
+        for w in WINDOWS
+        if w is not None
+        and not any(
+            r["treated"]["people"] + r["holdout"]["people"]
+            for r in data["rows"]
+            if r["window_days"] == w
+        )
+    }
+    assert [r["sentence"] for r in data["rows"] if r["window_days"] not in pending] == [
         line.split(":", 1)[1].strip() for line in lines if line.startswith("  ")
     ]
+    assert (lines[-1].endswith("nobody has been in it that long yet.")) == bool(pending)
     result = runner.invoke(
         main, ["--project", str(example_dir), "--db", database_url, "lift", "nope"]
     )
@@ -401,10 +414,17 @@ def test_the_workflow_page_shows_the_lift_as_sql_counts_it(
                     StageMove(contact_id=cid, at=at, from_stage="lead", to_stage="mql", reason="t")
                 )
         create_user(session, "ops@keel.example", PASSWORD, start)
-    rt.clock.set(start + timedelta(days=100))
     client = create_app(rt).test_client()
+    rt.clock.set(start + timedelta(days=45))  # everyone entered in the first 30 days
     log_in(client)
+    early = client.get("/workflows").get_data(as_text=True)
+    assert 'data-lift-row="mql/30"' in early and 'data-lift-row="mql/all"' in early
+    assert 'data-lift-row="mql/60"' not in early and 'data-lift-row="mql/90"' not in early
+    assert "Within 60 and 90 days: nobody has been in it that long yet." in early
+    rt.clock.set(start + timedelta(days=100))
+    log_in(client)  # a session lasts 12 hours
     page = client.get("/workflows").get_data(as_text=True)
+    assert "nobody has been in it that long yet" not in page
     with sessions(rt.database)() as session:
         for window in (30, None):
             plain = _plain_sql(
