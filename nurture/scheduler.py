@@ -10,7 +10,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import OperationalError
 
-from nurture import jobs, sendhours
+from nurture import jobs, lift, sendhours
 from nurture.handoffs import deliver_handoffs
 from nurture.journeys import deliver_webhooks
 from nurture.notices import deliver_notices
@@ -113,12 +113,15 @@ def drain(runtime: Runtime, stop: threading.Event, idle: float = 0.05) -> None:
 
 
 def reports_job(runtime: Runtime) -> None:
-    """Renew the dashboard's funnel history, so no page view has to count it, and the
-    project's best send hours (hourly), so no dispatcher's claim has to tally them."""
+    """Renew the dashboard's funnel history and the workflows' lifts, so no page view has to
+    count them, and the project's best send hours (hourly), so no dispatcher's claim has to
+    tally them."""
     with jobs.cluster_once(runtime.database, "reports") as mine:
         if mine:
             now, settings = runtime.clock.now(), runtime.project.settings
             refresh_history(runtime.database, settings, now)
+            workflows = runtime.project.workflows
+            lift.refresh_lifts(runtime.database, settings, lift.holdouts(workflows), now)
             sendhours.refresh_if_stale(runtime.database, settings.timezone, now)
 
 
