@@ -18,14 +18,11 @@ schema of its own dropped at the end.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +37,8 @@ from nurture.db import sessions  # noqa: E402
 from nurture.runtime import Runtime, open_runtime  # noqa: E402
 from nurture.seed import copy_project  # noqa: E402
 
-NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
-POSTGRES = os.environ.get(
-    "NURTURE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-_SERIES = {
-    "sqlite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < :count) ",
-    "postgresql": "WITH s(n) AS (SELECT CAST(generate_series(1, :count) AS bigint)) ",
-}
-
-
-def _minutes_ago(dialect: str, minutes: str) -> str:
-    if dialect == "sqlite":
-        return f"strftime('%Y-%m-%d %H:%M:%S.000000', :now, '-' || ({minutes}) || ' minutes')"
-    return f"(CAST(:now AS timestamptz) - ({minutes}) * interval '1 minute')"
+sys.path.insert(0, str(REPO / "bench"))
+from segments import _SERIES, NOW, POSTGRES, _minutes_ago, _spread  # noqa: E402  (bench/segments.py)
 
 
 def build(rt: Runtime, people: int) -> None:
@@ -113,13 +98,6 @@ def _timed(work: Callable[[], Any], runs: int) -> tuple[str, Any]:
         walls.append(time.perf_counter() - started)
         cpus.append(time.process_time() - used)
     return f"wall {_spread(walls)}, CPU here {_spread(cpus)}", result
-
-
-def _spread(times: list[float]) -> str:
-    return (
-        f"min {min(times) * 1000:.1f} / median {statistics.median(times) * 1000:.1f} / "
-        f"max {max(times) * 1000:.1f} ms"
-    )
 
 
 def measure(root: Path, url: str, people: int, runs: int) -> None:
