@@ -19,15 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Row, Table, bindparam, func, insert, select, update
 from sqlalchemy import Engine as Database
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from nurture import metrics
-from nurture.clock import Clock, db_instant
+from nurture import metrics, sendhours
+from nurture.clock import Clock
 from nurture.config import CapsOverride
 from nurture.contacts import ContactLike, LazyVariables, profile, zone_of
 from nurture.content import render_email
@@ -529,7 +528,7 @@ class Dispatcher:
     ) -> None:
         """For send_time: each person's real opens and clicks of the last
         `sendtime.LOOKBACK` (one read per batch), and everyone's per local hour (tallied
-        in SQL at most once an hour)."""
+        by the reports job, read at most once an hour; see nurture/sendhours.py)."""
         for contact_id, at in session.connection().execute(
             select(Event.contact_id, Event.occurred_at).where(
                 Event.contact_id.in_(contact_ids),
@@ -540,31 +539,9 @@ class Dispatcher:
         ):
             history.engaged_at[contact_id].append(at)
         if self._hours is None or not now - _HOURS_KEPT < self._hours[0] <= now:
-            self._hours = (now, self._project_hours(session, now))
+            zone = self.project.settings.timezone
+            self._hours = (now, sendhours.project_hours(session, zone, now))
         history.project_hours = self._hours[1]
-
-    def _project_hours(self, session: Session, now: datetime) -> sendtime.Hours:
-        """Everyone's real opens and clicks per local hour: counted in SQL per zone and UTC
-        hour, then placed on each zone's clock and weighed by age."""
-        if is_sqlite(self.database):
-            hour: Any = func.strftime("%Y-%m-%d %H:00:00", Event.occurred_at)
-        else:
-            hour = func.date_trunc("hour", func.timezone("UTC", Event.occurred_at))
-        default = self.project.settings.timezone
-        rows = session.execute(
-            select(Contact.timezone, hour, func.count())
-            .join(Contact, Contact.id == Event.contact_id)
-            .where(
-                Event.kind.in_(_ENGAGED),
-                Event.machine.is_(None),
-                Event.occurred_at >= now - sendtime.LOOKBACK,
-            )
-            .group_by(Contact.timezone, hour)
-        ).all()
-        return sendtime.tally(
-            ((db_instant(at), ZoneInfo(zone or default), count) for zone, at, count in rows),
-            now,
-        )
 
     def load_versions(self, session: Session, enrollments: Sequence[Row[Any]]) -> None:
         """Read the outlines of the older versions some of `enrollments` are on (rare: the
@@ -979,7 +956,7 @@ def _journey_row(enrollment: Row[Any], contact: Row[Any], mark: Mark) -> dict[st
 
 
 #: The event kinds send_time reads (a person's real ones only).
-_ENGAGED = ("email_opened", "email_clicked")
+_ENGAGED = sendtime.ENGAGED
 #: Everyone's engagement per hour is tallied again after this long.
 _HOURS_KEPT = timedelta(hours=1)
 

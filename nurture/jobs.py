@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine as Database
 from sqlalchemy import select, text
 
+from nurture import lift, sendhours
 from nurture.config import Settings
 from nurture.core.scoring import NEGLIGIBLE, decay_label, decayed
 from nurture.db import is_sqlite, write_transaction
@@ -159,8 +160,13 @@ def reconcile(runtime: Runtime, now: datetime) -> tuple[int, int]:
 
 
 def refresh_reports(runtime: Runtime, now: datetime) -> None:
-    """Renew the dashboard's funnel history, so no page view has to count it."""
-    refresh_history(runtime.database, runtime.project.settings, now)
+    """Renew the dashboard's funnel history and the workflows' lifts, so no page view has to
+    count them, and the project's best send hours (hourly), so no dispatcher's claim has to
+    tally them."""
+    settings = runtime.project.settings
+    refresh_history(runtime.database, settings, now)
+    lift.refresh_lifts(runtime.database, settings, lift.holdouts(runtime.project.workflows), now)
+    sendhours.refresh_if_stale(runtime.database, settings.timezone, now)
 
 
 def rescore(runtime: Runtime, now: datetime) -> Rescored | None:

@@ -19,7 +19,9 @@ Definitions (also in the README and on the dashboard):
   of each rate, combined), at 95%. It is computed when each group has at least
   `MIN_PEOPLE` people; below that: "not enough people yet".
 
-The counts are SQL over `enrollments` and `stage_moves`; the arithmetic is pure.
+The counts are SQL over `enrollments` and `stage_moves`; the arithmetic is pure. They read
+every entrant, so the dashboard shows them from `report_cache` (`cached_lifts`), renewed by
+the periodic reports job; `nurture lift` counts them when asked.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, select, true
+from sqlalchemy import ColumnElement, Engine, and_, case, exists, func, select, true
 from sqlalchemy.orm import Session, aliased
 
 from nurture.config import DISQUALIFIED, FIRST_STAGE, Settings
 from nurture.core.holdouts import HOLDOUT, format_share
-from nurture.models import Enrollment, StageMove
+from nurture.db import write_transaction
+from nurture.models import Enrollment, ReportCache, StageMove
 
 #: The windows after entry the lift is shown for (days); None: to date.
 WINDOWS: tuple[int | None, ...] = (30, 60, 90, None)
@@ -309,3 +312,84 @@ def as_dict(result: Lift) -> dict[str, Any]:
             for r in result.rows
         ],
     }
+
+
+#: The report_cache row of every workflow's lift (for the dashboard).
+CACHE = "lift"
+CACHE_VERSION = 1
+#: How old the kept lifts may be before a page view counts them again.
+MAX_AGE = timedelta(minutes=15)
+
+
+def from_dict(data: dict[str, Any], share: float) -> Lift:
+    """A Lift back from `as_dict`."""
+
+    def group(found: dict[str, int]) -> Group:
+        return Group(int(found["people"]), int(found["reached"]))
+
+    since = data["since"]
+    return Lift(
+        data["workflow"],
+        share,
+        None if since is None else datetime.fromisoformat(since),
+        int(data["treated"]),
+        int(data["held_out"]),
+        tuple(
+            Row(
+                r["stage"],
+                r["window_days"],
+                group(r["treated"]),
+                group(r["holdout"]),
+                r["difference_points"],
+                r["ci_low_points"],
+                r["ci_high_points"],
+            )
+            for r in data["rows"]
+        ),
+    )
+
+
+def _key(settings: Settings, holdouts: dict[str, float]) -> dict[str, Any]:
+    """What the kept lifts were counted for: the workflows' shares and the stages."""
+    return {"holdouts": holdouts, "stages": reached_stages(settings)}
+
+
+def cached_lifts(
+    database: Engine, settings: Settings, holdouts: dict[str, float], now: datetime
+) -> dict[str, Lift]:
+    """Each workflow's lift (`holdouts`: workflow -> its holdout share) from `report_cache`,
+    counted again (and kept) when missing, older than MAX_AGE or counted for other
+    workflows, shares or stages."""
+    with database.connect() as connection:
+        found = connection.execute(
+            select(ReportCache.computed_at, ReportCache.data).where(ReportCache.name == CACHE)
+        ).first()
+    if (
+        found is not None
+        and now - MAX_AGE < found.computed_at <= now
+        and found.data.get("version") == CACHE_VERSION
+        and found.data.get("key") == _key(settings, holdouts)
+    ):
+        return {w: from_dict(d, holdouts[w]) for w, d in found.data["lifts"].items()}
+    return refresh_lifts(database, settings, holdouts, now)
+
+
+def refresh_lifts(
+    database: Engine, settings: Settings, holdouts: dict[str, float], now: datetime
+) -> dict[str, Lift]:
+    """Count every workflow's lift and keep it in `report_cache`."""
+    with Session(database) as session:
+        lifts = {w: lift(session, settings, w, share, now) for w, share in holdouts.items()}
+    data = {
+        "version": CACHE_VERSION,
+        "key": _key(settings, holdouts),
+        "lifts": {w: as_dict(found) for w, found in lifts.items()},
+    }
+    with write_transaction(database) as session:
+        session.merge(ReportCache(name=CACHE, computed_at=now, data=data))
+    return lifts
+
+
+def holdouts(workflows: Any) -> dict[str, float]:
+    """Workflow id -> its holdout share, for `cached_lifts`."""
+    return {id: float(workflow.holdout) for id, workflow in workflows.items()}

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import nodes
 from sqlalchemy import (
@@ -56,6 +56,9 @@ _ORDER = {"lt": "<", "lteq": "<=", "gt": ">", "gteq": ">="}
 _FLIP = {"lt": "gt", "lteq": "gteq", "gt": "lt", "gteq": "lteq", "eq": "eq", "ne": "ne"}
 
 
+_T = TypeVar("_T")
+
+
 class Unsupported(ValueError):
     """A part of a condition that has no SQL form here (named in the message)."""
 
@@ -78,6 +81,9 @@ class Truth:
 
     holds: ColumnElement[bool]
     fails: ColumnElement[bool] | None = None
+    #: A rough price per row (a column test 1, the decayed engagement 10, an EXISTS 100):
+    #: of two parts joined by `and`/`or`, the cheaper is tested first.
+    cost: int = 1
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,11 @@ class Scope:
 
 
 def where(source: str, scope: Scope) -> ColumnElement[bool]:
-    """The WHERE clause on `contacts` of the condition `source` (Unsupported if it has none)."""
+    """The WHERE clause on `contacts` of the condition `source` (Unsupported if it has none).
+
+    A WHERE clause only: outside any `not`, a part that does not hold may be NULL rather
+    than false (SQL's WHERE drops both alike; wrapping every test in COALESCE doubled the
+    cost of a scan), so the clause is never to be negated or selected as a value."""
     expressions.compile_condition(source)
     tree = expressions._env.parse("{{ (" + source + ") }}")
     output = tree.body[0]
@@ -119,6 +129,17 @@ class _Compiler:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
         self.lists = scope.settings.lists
+        #: Inside a `not` (or `not in`, `!=`) a part must be false, never NULL, where it
+        #: does not hold; outside, NULL does as well (see `where`).
+        self.negated = 0
+
+    def two_valued(self, test: ColumnElement[bool]) -> ColumnElement[bool]:
+        """`test` with NULL read as false, where that matters (inside a negation)."""
+        return func.coalesce(test, false()) if self.negated else test
+
+    def negation(self, node: nodes.Node) -> Truth:
+        """The truth of `node`, two-valued, ready to be negated."""
+        return self.negation_of(lambda: self.truth(node))
 
     # -- truth -----------------------------------------------------------------------------
 
@@ -126,22 +147,30 @@ class _Compiler:
         if isinstance(node, nodes.And):
             a, b = self.truth(node.left), self.truth(node.right)
             fails = _or(a.fails, and_(a.holds, b.fails) if b.fails is not None else None)
-            return Truth(and_(a.holds, b.holds), fails)
+            return Truth(and_(*_cheap_first(a, b)), fails, a.cost + b.cost)
         if isinstance(node, nodes.Or):
             a, b = self.truth(node.left), self.truth(node.right)
             fails = _or(a.fails, and_(not_(a.holds), b.fails) if b.fails is not None else None)
-            return Truth(or_(a.holds, b.holds), fails)
+            return Truth(or_(*_cheap_first(a, b)), fails, a.cost + b.cost)
         if isinstance(node, nodes.Not):
-            a = self.truth(node.node)
-            return Truth(not_(a.holds), a.fails)
+            a = self.negation(node.node)
+            return Truth(not_(a.holds), a.fails, a.cost)
         if isinstance(node, nodes.Compare):
             return self.compare(node)
         if isinstance(node, nodes.Call):
-            return Truth(self.call(node))
+            return Truth(self.call(node), cost=100)
         if isinstance(node, nodes.Test):
             return self.test(node)
         operand = self.operand(node)
         return self.truthy(operand)
+
+    def negation_of(self, build: Callable[[], _T]) -> _T:
+        """What `build` makes, two-valued (to be negated)."""
+        self.negated += 1
+        try:
+            return build()
+        finally:
+            self.negated -= 1
 
     def truthy(self, operand: Operand) -> Truth:
         """Python's truth of a value: not None, not empty, not zero."""
@@ -173,20 +202,23 @@ class _Compiler:
                     result.fails,
                     and_(result.holds, part.fails) if part.fails is not None else None,
                 )
-                result = Truth(and_(result.holds, part.holds), fails)
+                result = Truth(and_(result.holds, part.holds), fails, result.cost + part.cost)
             left_node = operation.expr
         assert result is not None
         return result
 
     def comparison(self, left_node: nodes.Expr, op: str, right_node: nodes.Expr) -> Truth:
-        if op in ("in", "notin"):
-            truth = self.membership(left_node, right_node)
-            return Truth(not_(truth.holds), truth.fails) if op == "notin" else truth
+        if op == "in":
+            return self.membership(left_node, right_node)
+        if op == "notin":
+            truth = self.negation_of(lambda: self.membership(left_node, right_node))
+            return Truth(not_(truth.holds), truth.fails)
         if _is_days(right_node) and not _is_days(left_node):
             left_node, right_node, op = right_node, left_node, _FLIP[op]
         if _is_days(left_node):
             return self.days(op, right_node)
         left, right = self.operand(left_node), self.operand(right_node)
+        left, right = self.unclamped(left, right), self.unclamped(right, left)
         if left.is_constant and right.is_constant:
             raise Unsupported(f"{left.shown} compared with {right.shown} (two constants)")
         symbol = _ORDER.get(op, "==" if op == "eq" else "!=")
@@ -202,12 +234,14 @@ class _Compiler:
             bound = _stored_bound(left, op, right)
             if bound is not None:
                 compared = and_(bound, compared)
+            cost = 10 if "engagement" in (left.shown, right.shown) else 1
             nulls = [s.sql.is_(None) for s in (left, right) if s.nullable]
             if nulls:
-                return Truth(func.coalesce(compared, false()), or_(*nulls))
-            return Truth(compared)
-        equal = self.equal(left, right, symbol)
-        return Truth(equal if op == "eq" else not_(equal))
+                return Truth(self.two_valued(compared), or_(*nulls), cost)
+            return Truth(compared, cost=cost)
+        if op == "eq":
+            return Truth(self.equal(left, right, symbol))
+        return Truth(not_(self.negation_of(lambda: self.equal(left, right, symbol))))
 
     def equal(self, left: Operand, right: Operand, symbol: str) -> ColumnElement[bool]:
         """Python's `==` (never raising; None equals None only), never NULL."""
@@ -226,7 +260,7 @@ class _Compiler:
             if left.nullable and right.nullable
             else false()
         )
-        return or_(func.coalesce(equal, false()), both_null)
+        return or_(self.two_valued(equal), both_null)
 
     def same_kind(self, left: Operand, right: Operand, symbol: str) -> None:
         if left.kind != right.kind:
@@ -251,7 +285,7 @@ class _Compiler:
         if not wanted:
             return Truth(false())
         found = left.sql.in_(wanted)
-        return Truth(func.coalesce(found, false()) if left.nullable else found)
+        return Truth(self.two_valued(found) if left.nullable else found)
 
     def list_of(self, node: nodes.Expr) -> list[Any]:
         if isinstance(node, nodes.Name) and node.name in self.lists:
@@ -381,8 +415,19 @@ class _Compiler:
                 sql = case((json_type == "string", text_value))
         return Operand(sql, kind, True, shown)
 
-    def engagement(self) -> Any:
-        """The stored engagement decayed to `now`, as nurture/core/scoring.py `decayed` does."""
+    def unclamped(self, operand: Operand, other: Operand) -> Operand:
+        """The decayed engagement compared with a constant of at least NEGLIGIBLE (either
+        sign) needs no clamping to 0 below NEGLIGIBLE: a value that small and 0 compare
+        alike with it. Without the clamp the decay is computed once per row, not twice."""
+        if operand.shown != "engagement" or not other.is_constant or other.kind != _NUMBER:
+            return operand
+        if not abs(other.constant) >= NEGLIGIBLE:
+            return operand
+        return Operand(self.engagement(clamp=False), _NUMBER, False, "engagement")
+
+    def engagement(self, clamp: bool = True) -> Any:
+        """The stored engagement decayed to `now`, as nurture/core/scoring.py `decayed` does
+        (without `clamp`, values under NEGLIGIBLE are left as they are, not made 0)."""
         rules = self.scope.settings.scoring.engagement
         now = self.scope.now
         stored, at = Contact.engagement, Contact.engagement_at
@@ -399,8 +444,9 @@ class _Compiler:
             passed = periods_now - self.periods(at, every)
             result = stored * func.power(1 - rules.decay.percent / 100, passed)
             unchanged = or_(at >= now, stored == 0, passed <= 0)
-        clamped = case((func.abs(result) < NEGLIGIBLE, 0.0), else_=result)
-        return case((unchanged, stored), else_=clamped)
+        if clamp:
+            result = case((func.abs(result) < NEGLIGIBLE, 0.0), else_=result)
+        return case((unchanged, stored), else_=result)
 
     def seconds_before_now(self, at: Any) -> ColumnElement[float]:
         now = self.scope.now.astimezone(UTC)
@@ -495,6 +541,10 @@ class _Compiler:
                 raise Unsupported(f"did(..., within={within!r}): not a duration") from None
             query = query.where(Event.occurred_at >= since)
         return exists(query)
+
+
+def _cheap_first(a: Truth, b: Truth) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return (b.holds, a.holds) if b.cost < a.cost else (a.holds, b.holds)
 
 
 def _stored_bound(left: Operand, op: str, right: Operand) -> ColumnElement[bool] | None:

@@ -22,7 +22,18 @@ from nurture.cli import main
 from nurture.clock import FixedClock
 from nurture.core.holdouts import HOLDOUT, held_out, parse_share, stable_point
 from nurture.db import sessions
-from nurture.lift import WINDOWS, Group, lift, newcombe, reached_stages, row
+from nurture.jobs import refresh_reports
+from nurture.lift import (
+    MAX_AGE,
+    WINDOWS,
+    Group,
+    cached_lifts,
+    holdouts,
+    lift,
+    newcombe,
+    reached_stages,
+    row,
+)
 from nurture.models import Enrollment, Message, StageMove
 from nurture.problems import ProjectError
 from nurture.project import load_project
@@ -387,6 +398,43 @@ def test_the_lift_command(held: Runtime, example_dir: Path, database_url: str) -
         main, ["--project", str(example_dir), "--db", database_url, "lift", "nope"]
     )
     assert result.exit_code == 1 and "no workflow 'nope'" in result.output
+
+
+def test_the_dashboard_reads_the_lifts_the_reports_job_keeps(held: Runtime) -> None:
+    """The workflows page reads every lift from report_cache: counted and kept on a first
+    view, as SQL counts them; renewed by the reports job; counted again when older than
+    MAX_AGE or kept for other holdout shares."""
+    assert isinstance(held.clock, FixedClock)
+    for i in range(40):
+        add_contact(held, f"p{i}@firm{i}.example", **PROFILE)
+    settings, shares = held.project.settings, holdouts(held.project.workflows)
+    assert shares[GUIDE] == 0.3
+    now = held.clock.now()
+
+    def counted(at: datetime, kept: dict[str, float] = shares) -> dict[str, object]:
+        with sessions(held.database)() as session:
+            return {w: lift(session, settings, w, share, at) for w, share in kept.items()}
+
+    first = cached_lifts(held.database, settings, shares, now)
+    assert first == counted(now)
+    with sessions(held.database).begin() as session:
+        cid = session.scalar(
+            select(Enrollment.contact_id).where(Enrollment.status != HOLDOUT).limit(1)
+        )
+        assert cid is not None
+        session.add(
+            StageMove(contact_id=cid, at=now, from_stage="lead", to_stage="mql", reason="t")
+        )
+    later = now + timedelta(minutes=5)
+    assert counted(later) != first  # the move counts now, but the kept figures stand
+    assert cached_lifts(held.database, settings, shares, later) == first
+    held.clock.set(later)
+    refresh_reports(held, held.clock.now())
+    assert cached_lifts(held.database, settings, shares, later) == counted(later)
+    stale = later + MAX_AGE
+    assert cached_lifts(held.database, settings, shares, stale) == counted(stale)
+    other = {GUIDE: 0.5}
+    assert cached_lifts(held.database, settings, other, stale) == counted(stale, other)
 
 
 def test_the_workflow_page_shows_the_lift_as_sql_counts_it(

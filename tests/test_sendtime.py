@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Row, select
 
+from nurture import sendhours
 from nurture.clock import FixedClock
 from nurture.core.pacing import Decision, Policy, decide
 from nurture.core.sendtime import (
@@ -28,6 +29,7 @@ from nurture.core.sendtime import (
 )
 from nurture.db import make_engine, sessions
 from nurture.explain import explain
+from nurture.jobs import refresh_reports
 from nurture.models import Contact, Deferral, Event, Message
 from nurture.problems import ProjectError
 from nurture.project import load_project
@@ -267,3 +269,37 @@ def test_simulated_people_get_their_email_at_the_hour_they_read(
     own = [r for r in timed if r.send_time.startswith("best hour")]
     hit = [r for r in own if at_their_hour(r)]
     assert len(own) >= 20 and len(hit) >= 0.6 * len(own), (len(own), len(hit))
+
+
+def test_the_projects_hours_are_kept_by_the_reports_job(
+    project_dir: Path, clock: FixedClock, database_url: str
+) -> None:
+    """The dispatcher reads the project's hours from report_cache (renewed hourly by the
+    reports job), not tallying events in its claim; with none fresh, it tallies them."""
+    runtime = open_runtime(project_dir, clock=clock, database=database_url)
+    zone = runtime.project.settings.timezone
+    add_contact(runtime, "old@acme.example", stage=None)
+    _opens(runtime, "old@acme.example", [paris(d, 11, 20) for d in range(1, 28)])
+    with sessions(runtime.database)() as session:
+        tallied = sendhours.tally(session, zone, NOW)
+        assert sendhours.cached(session, NOW) is None
+        assert sendhours.project_hours(session, zone, NOW) == tallied  # none kept: tallied
+    assert tallied.events == 27
+    refresh_reports(runtime, runtime.clock.now())
+    # later opens at 17:00 are not seen until the job renews the figures
+    _opens(runtime, "old@acme.example", [paris(d, 17, 5) for d in range(1, 28)])
+    with sessions(runtime.database)() as session:
+        assert sendhours.project_hours(session, zone, NOW) == tallied
+        later = NOW + sendhours.REFRESH - timedelta(minutes=1)
+        assert sendhours.cached(session, later) is not None
+    assert not sendhours.refresh_if_stale(runtime.database, zone, later)
+    renewed = NOW + sendhours.REFRESH
+    assert sendhours.refresh_if_stale(runtime.database, zone, renewed)
+    with sessions(runtime.database)() as session:
+        kept = sendhours.project_hours(session, zone, renewed)
+        assert kept == sendhours.tally(session, zone, renewed)
+        assert kept.events == 54
+        # the job stopped: figures older than MAX_AGE are not used
+        stale = renewed + sendhours.MAX_AGE
+        assert sendhours.cached(session, stale) is None
+    runtime.database.dispose()

@@ -29,6 +29,8 @@ LOOKBACK = timedelta(days=180)
 DEFAULT_HOUR = 10
 #: send_time never holds an email longer than this after it was due.
 MAX_DELAY = timedelta(hours=24)
+#: The events that are engagement here (a machine's never count).
+ENGAGED = ("email_opened", "email_clicked")
 #: The deferral rule of a send_time hold.
 RULE = "send_time"
 #: How a send_time hold's reason starts (the engine finds a hold that ran out by it).

@@ -32,8 +32,8 @@ from nurture.explain import explain
 from nurture.feedback import move_stage, set_paused, suppress
 from nurture.lift import METHOD as LIFT_METHOD
 from nurture.lift import MIN_PEOPLE as LIFT_MIN_PEOPLE
+from nurture.lift import cached_lifts, holdouts, stage_label
 from nurture.lift import heading as lift_heading
-from nurture.lift import lift, stage_label
 from nurture.models import Contact, Enrollment, SubjectWinner, Suppression
 from nurture.redact import redact
 from nurture.reports import (
@@ -271,10 +271,7 @@ def workflows_page() -> str:
         steps, waiting = workflow_stats(db, runtime.project)
         versions = workflow_versions(db)
         now, settings = runtime.clock.now(), runtime.project.settings
-        lifts = {
-            id: lift(db, settings, id, workflow.holdout, now)
-            for id, workflow in runtime.project.workflows.items()
-        }
+    lifts = cached_lifts(runtime.database, settings, holdouts(runtime.project.workflows), now)
     lanes = {
         id: [
             (phase, Markup(svg))  # escaped by nurture/diagram.py
