@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from nurture.versions import (
     outline_to_json,
     place,
 )
-from nurture.words import counted
+from nurture.words import counted, duration
 
 OPEN = (ACTIVE, WAITING, PAUSED)
 _CHUNK = 500
@@ -376,7 +376,10 @@ def edit_plan(database: Database, project: Project) -> list[dict[str, Any]]:
                 removed=diff.removed,
                 moved=diff.moved,
                 renamed=diff.renamed,
-                waits={k: [str(a), str(b)] for k, (a, b) in diff.waits.items()},
+                waits={
+                    k: {"from_seconds": a.total_seconds(), "to_seconds": b.total_seconds()}
+                    for k, (a, b) in diff.waits.items()
+                },
             )
             steps.extend(s for old in previous[1].values() for s in old)
         entry["contents"] = {s.id: s.content for s in steps if s.content and s.content != s.id}
@@ -439,9 +442,11 @@ def format_plan(report: list[dict[str, Any]]) -> list[str]:
                 lines.append(f"  steps {key}: {', '.join(step(k) for k in entry[key])}")
         for old, new in (entry.get("renamed") or {}).items():
             lines.append(f"  step renamed: {old} -> {step(new)}")
-        for key, (a, b) in (entry.get("waits") or {}).items():
+        for key, wait in (entry.get("waits") or {}).items():
+            a, b = (timedelta(seconds=wait[k]) for k in ("from_seconds", "to_seconds"))
             lines.append(
-                f"  wait of {step(key)}: {a} -> {b} (counted from each person's last email)"
+                f"  wait of {step(key)}: {duration(a)} -> {duration(b)} (counted from each "
+                "person's last email)"
             )
         same = [g for g in entry["people"] if g["kind"] == Kind.CONTINUE]
         if same:

@@ -365,13 +365,14 @@ def test_plan_shows_what_an_edit_will_do_and_changes_nothing(rt: Runtime, tmp_pa
     (entry,) = json.loads(result.output)
     assert entry["from_version"] == 1 and entry["changed"]
     assert entry["removed"] == [B, E2] and entry["waits"] == {
-        C: ["1 day, 0:00:00", "2 days, 0:00:00"]
+        C: {"from_seconds": 86400, "to_seconds": 172800}
     }
     groups = {(g["kind"], g["from"], g["to"]): g["count"] for g in entry["people"]}
     assert groups.get(("move", B, C), 0) >= 1, groups
     assert sum(groups.values()) == len(enrollments(rt))
     text = CliRunner().invoke(main, ["--project", str(rt.project.root), "--db", url, "plan"])
     assert "steps removed: discovery/activation-metrics" in text.output
+    assert f"wait of {C}: 1 day -> 2 days (counted from each person's last email)" in text.output
     assert f"move: next step {C} instead of step {B}" in text.output
     with sessions(rt.database)() as session:
         assert session.scalars(select(WorkflowVersion.number)).all() == [1]
