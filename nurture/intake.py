@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, Row, Table, bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,7 @@ from nurture.models import (
     ScoreChange,
     StageMove,
     Suppression,
+    latest_stage_moves,
 )
 from nurture.project import Project
 from nurture.segments import audience
@@ -53,7 +54,6 @@ _CONTACTS = cast(Table, Contact.__table__)
 _EVENTS = cast(Table, Event.__table__)
 _SCORE_CHANGES = cast(Table, ScoreChange.__table__)
 _ENROLLMENTS = cast(Table, Enrollment.__table__)
-_STAGE_MOVES = cast(Table, StageMove.__table__)
 #: What the rules read of a contact: the profile, the scores, the stage (not the other
 #: dates, whose conversion is a good part of reading a row).
 _PERSON_COLUMNS = [
@@ -263,17 +263,8 @@ def _load(
     ids = list(by_id)
     if not ids:
         return people
-    latest = (
-        select(func.max(_STAGE_MOVES.c.id))
-        .where(_STAGE_MOVES.c.contact_id.in_(ids))
-        .group_by(_STAGE_MOVES.c.contact_id)
-    )
-    for contact_id in connection.scalars(  # whose current stage a person set
-        select(_STAGE_MOVES.c.contact_id).where(
-            _STAGE_MOVES.c.id.in_(latest), _STAGE_MOVES.c.by_hand.is_(True)
-        )
-    ):
-        by_id[contact_id].stage_by_hand = True
+    for contact_id, by_hand, _ in connection.execute(latest_stage_moves(ids)):
+        by_id[contact_id].stage_by_hand = by_hand  # whose current stage a person set
     client_ids = {i.client_event_id for i in items if i.client_event_id is not None}
     if client_ids:
         # Two IN lists, not IN over (contact_id, client_event_id) pairs, which SQLite runs
