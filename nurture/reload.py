@@ -254,6 +254,7 @@ def sync_versions(database: Database, project: Project, now: datetime) -> Synced
                 counts[workflow_id][item.carried.kind] += 1
             if workflow_id in new_rows:
                 new_rows[workflow_id].summary = dict(counts[workflow_id])
+        _rename_closed(session, project)
         for name in found.gone:
             session.execute(
                 update(Enrollment)
@@ -262,6 +263,20 @@ def sync_versions(database: Database, project: Project, now: datetime) -> Synced
             )
             counts[name][Kind.HOLD] += found.gone[name]
     return Synced(counts, recorded)
+
+
+def _rename_closed(session: Session, project: Project) -> None:
+    """The rows of a renamed workflow's earlier ids that `survey` does not carry (held out,
+    completed, exited) go under its id too: whoever was held out stays out of it and is
+    counted by its lift, whoever left it enters again only by its `reenter:` rule. A person
+    who already has a row under the new id keeps that one (the old row stays as it was)."""
+    for old, new in project.renamed_workflows.items():
+        taken = select(Enrollment.contact_id).where(Enrollment.workflow == new)
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.workflow == old, Enrollment.contact_id.not_in(taken))
+            .values(workflow=new)
+        )
 
 
 def _enrolled(session: Session, found: Survey) -> set[tuple[str, int]]:
