@@ -195,7 +195,7 @@ class StageMove(Base):
     by_hand: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
-def latest_stage_moves(contact_ids: Iterable[int]) -> Select[tuple[int, bool, str]]:
+def latest_stage_moves(contact_ids: Iterable[int]) -> Select[int, bool, str]:
     """Each contact's latest stage move, the one that set its stage now: (contact_id,
     by_hand, reason). Latest means the largest id, the order the moves were recorded in (a
     contact's moves are written under its row lock); `at` is no tie-breaker to trust, as
