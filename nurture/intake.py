@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -109,7 +109,44 @@ def record_batch(
     The contacts' rows stay locked to the end of the transaction (their accounts first,
     then the rows in the order of their ids), so concurrent batches for one person go one
     after the other: a client event id is found by the second, an award counted once, an
-    enrollment made once."""
+    enrollment made once.
+
+    With workflows entering by segment, a person's segment entry is decided after each of
+    their events, as for events posted one by one: the batch is recorded in runs in which
+    nobody has two events (in order), each run's segment entries before the next run."""
+    if not any(w.enter.segment for w in project.workflows.values()):
+        return _record_run(session, project, items, now, source)
+    decisions: list[Decision] = []
+    ids: list[int] = []
+    for run in _runs(items):
+        done, new_ids = _record_run(session, project, run, now, source)
+        for decision in done:
+            if decision.event is not None:
+                decision.event += len(ids)
+        decisions += done
+        ids += new_ids
+    return decisions, ids
+
+
+def _runs(items: Sequence[Incoming]) -> Iterator[Sequence[Incoming]]:
+    """`items` cut, in order, into runs in which no address comes twice."""
+    start, seen = 0, set[str]()
+    for index, item in enumerate(items):
+        if item.email in seen:
+            yield items[start:index]
+            start, seen = index, set()
+        seen.add(item.email)
+    if start < len(items):
+        yield items[start:]
+
+
+def _record_run(
+    session: Session,
+    project: Project,
+    items: Sequence[Incoming],
+    now: datetime,
+    source: str | None,
+) -> tuple[list[Decision], list[int]]:
     session.flush()  # what the caller changed through the ORM, before reading around it
     people = _load(session, project, items, now)
     new = sorted({i.email for i in items} - set(people))
