@@ -17,7 +17,7 @@ from nurture.db import sessions
 from nurture.durations import format_duration
 from nurture.engine import History
 from nurture.feedback import UnknownContact
-from nurture.models import Contact, Enrollment, StageMove
+from nurture.models import Contact, Enrollment, latest_stage_moves
 from nurture.runtime import Runtime
 from nurture.vocabulary import EnrollmentStatus
 
@@ -42,12 +42,7 @@ def explain(runtime: Runtime, email: str) -> list[str]:
         ).all()
         history = dispatcher.history(session, now, {contact.id: contact}, lock=False)
         dispatcher.load_versions(session, enrollments)
-        latest = session.execute(
-            select(StageMove.by_hand, StageMove.reason)
-            .where(StageMove.contact_id == contact.id)
-            .order_by(StageMove.at.desc(), StageMove.id.desc())
-            .limit(1)
-        ).first()
+        latest = session.execute(latest_stage_moves([contact.id])).first()
     zone = ZoneInfo(contact.timezone or settings.timezone)
     name = " ".join(p for p in (contact.first_name, contact.last_name, contact.company) if p)
     lines = [

@@ -118,10 +118,15 @@ def upsert_contact(
     now: datetime,
     *,
     stage: str | None = None,
+    stage_reason: str = "set by hand or import",
     consent_source: str | None = None,
     on_create: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Create or update a contact, rescore its fit, and apply the stage rules.
+
+    A `stage` given is a stage set by hand (an import, the API, `nurture contact add`),
+    recorded `by_hand` with `stage_reason` as `move_stage` records it: it holds against the
+    score rules until an event makes the scores cross a threshold again (nurture/stages.py).
 
     `on_create` holds fields set only if this call creates the contact (its `source`, say).
     Safe under concurrency: of simultaneous calls for a new address one creates the contact
@@ -178,7 +183,7 @@ def upsert_contact(
     def work(person: Person, rules: Rules) -> None:
         rules.rescore_fit(person, None)
         if stage is not None and stage != person.stage:
-            rules.move(person, Move(stage, "set by hand or import"))
+            rules.move(person, Move(stage, stage_reason), by_hand=True)
         rules.stage_rules(person)
         rules.enter(person)
 

@@ -359,6 +359,7 @@ def _write(
                 row.fields,
                 now,
                 stage=stage,
+                stage_reason="set at CSV import" + (f" ({source})" if source else ""),
                 consent_source=consent,
                 on_create={"source": source} if source else None,
             )

@@ -12,7 +12,7 @@ import logging
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -23,7 +23,6 @@ from sqlalchemy import (
     Row,
     Table,
     bindparam,
-    func,
     insert,
     select,
     text,
@@ -56,6 +55,7 @@ from nurture.models import (
     ScoreChange,
     StageMove,
     Suppression,
+    latest_stage_moves,
 )
 from nurture.project import Project
 from nurture.segments import audience
@@ -74,7 +74,6 @@ _CONTACTS = cast(Table, Contact.__table__)
 _EVENTS = cast(Table, Event.__table__)
 _SCORE_CHANGES = cast(Table, ScoreChange.__table__)
 _ENROLLMENTS = cast(Table, Enrollment.__table__)
-_STAGE_MOVES = cast(Table, StageMove.__table__)
 #: What the rules read of a contact: the profile, the scores, the stage (not the other
 #: dates, whose conversion is a good part of reading a row).
 _PERSON_COLUMNS = [
@@ -237,7 +236,44 @@ def record_batch(
     The contacts' rows stay locked to the end of the transaction (their accounts first,
     then the rows in the order of their ids), so concurrent batches for one person go one
     after the other: a client event id is found by the second, an award counted once, an
-    enrollment made once."""
+    enrollment made once.
+
+    With workflows entering by segment, a person's segment entry is decided after each of
+    their events, as for events posted one by one: the batch is recorded in runs in which
+    nobody has two events (in order), each run's segment entries before the next run."""
+    if not any(w.enter.segment for w in project.workflows.values()):
+        return _record_run(session, project, items, now, source)
+    decisions: list[Decision] = []
+    ids: list[int] = []
+    for run in _runs(items):
+        done, new_ids = _record_run(session, project, run, now, source)
+        for decision in done:
+            if decision.event is not None:
+                decision.event += len(ids)
+        decisions += done
+        ids += new_ids
+    return decisions, ids
+
+
+def _runs(items: Sequence[Incoming]) -> Iterator[Sequence[Incoming]]:
+    """`items` cut, in order, into runs in which no address comes twice."""
+    start, seen = 0, set[str]()
+    for index, item in enumerate(items):
+        if item.email in seen:
+            yield items[start:index]
+            start, seen = index, set()
+        seen.add(item.email)
+    if start < len(items):
+        yield items[start:]
+
+
+def _record_run(
+    session: Session,
+    project: Project,
+    items: Sequence[Incoming],
+    now: datetime,
+    source: str | None,
+) -> tuple[list[Decision], list[int]]:
     session.flush()  # what the caller changed through the ORM, before reading around it
     people = _load(session, project, items, now)
     new = sorted({i.email for i in items} - set(people))
@@ -393,17 +429,8 @@ def _load(
     ids = list(by_id)
     if not ids:
         return people
-    latest = (
-        select(func.max(_STAGE_MOVES.c.id))
-        .where(_STAGE_MOVES.c.contact_id.in_(ids))
-        .group_by(_STAGE_MOVES.c.contact_id)
-    )
-    for contact_id in connection.scalars(  # whose current stage a person set
-        select(_STAGE_MOVES.c.contact_id).where(
-            _STAGE_MOVES.c.id.in_(latest), _STAGE_MOVES.c.by_hand.is_(True)
-        )
-    ):
-        by_id[contact_id].stage_by_hand = True
+    for contact_id, by_hand, _ in connection.execute(latest_stage_moves(ids)):
+        by_id[contact_id].stage_by_hand = by_hand  # whose current stage a person set
     pairs = sorted(
         {
             (people[i.email].id, i.client_event_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,12 +14,14 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
     false,
     func,
+    select,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -205,6 +208,22 @@ class StageMove(Base):
     #: Made by a person (`nurture contact stage`, the API, the dashboard): the stage holds
     #: against the score rules until the scores cross a threshold again (nurture/core/stages.py).
     by_hand: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+def latest_stage_moves(contact_ids: Iterable[int]) -> Select[int, bool, str]:
+    """Each contact's latest stage move, the one that set its stage now: (contact_id,
+    by_hand, reason). Latest means the largest id, the order the moves were recorded in (a
+    contact's moves are written under its row lock); `at` is no tie-breaker to trust, as
+    two moves of one transaction share it. The one reading of "set by hand" (intake, explain)."""
+    ids = list(contact_ids)
+    latest = (
+        select(func.max(StageMove.id))
+        .where(StageMove.contact_id.in_(ids))
+        .group_by(StageMove.contact_id)
+    )
+    return select(StageMove.contact_id, StageMove.by_hand, StageMove.reason).where(
+        StageMove.id.in_(latest)
+    )
 
 
 class Enrollment(Base):

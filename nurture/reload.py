@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from nurture.core.versions import (
     outline_to_json,
     place,
 )
-from nurture.core.words import counted
+from nurture.core.words import counted, duration
 from nurture.db import lock_for_transaction, sessions, write_transaction
 from nurture.models import Contact, Enrollment, Message, WorkflowVersion
 from nurture.project import SETTINGS_FILE, Project
@@ -260,6 +260,7 @@ def sync_versions(database: Database, project: Project, now: datetime) -> Synced
                 counts[workflow_id][item.carried.kind] += 1
             if workflow_id in new_rows:
                 new_rows[workflow_id].summary = dict(counts[workflow_id])
+        _rename_closed(session, project)
         for name in found.gone:
             session.execute(
                 update(Enrollment)
@@ -268,6 +269,20 @@ def sync_versions(database: Database, project: Project, now: datetime) -> Synced
             )
             counts[name][Kind.HOLD] += found.gone[name]
     return Synced(counts, recorded)
+
+
+def _rename_closed(session: Session, project: Project) -> None:
+    """The rows of a renamed workflow's earlier ids that `survey` does not carry (held out,
+    completed, exited) go under its id too: whoever was held out stays out of it and is
+    counted by its lift, whoever left it enters again only by its `reenter:` rule. A person
+    who already has a row under the new id keeps that one (the old row stays as it was)."""
+    for old, new in project.renamed_workflows.items():
+        taken = select(Enrollment.contact_id).where(Enrollment.workflow == new)
+        session.execute(
+            update(Enrollment)
+            .where(Enrollment.workflow == old, Enrollment.contact_id.not_in(taken))
+            .values(workflow=new)
+        )
 
 
 def _enrolled(session: Session, found: Survey) -> set[tuple[str, int]]:
@@ -382,7 +397,10 @@ def edit_plan(database: Database, project: Project) -> list[dict[str, Any]]:
                 removed=diff.removed,
                 moved=diff.moved,
                 renamed=diff.renamed,
-                waits={k: [str(a), str(b)] for k, (a, b) in diff.waits.items()},
+                waits={
+                    k: {"from_seconds": a.total_seconds(), "to_seconds": b.total_seconds()}
+                    for k, (a, b) in diff.waits.items()
+                },
             )
             steps.extend(s for old in previous[1].values() for s in old)
         entry["contents"] = {s.id: s.content for s in steps if s.content and s.content != s.id}
@@ -445,9 +463,11 @@ def format_plan(report: list[dict[str, Any]]) -> list[str]:
                 lines.append(f"  steps {key}: {', '.join(step(k) for k in entry[key])}")
         for old, new in (entry.get("renamed") or {}).items():
             lines.append(f"  step renamed: {old} -> {step(new)}")
-        for key, (a, b) in (entry.get("waits") or {}).items():
+        for key, wait in (entry.get("waits") or {}).items():
+            a, b = (timedelta(seconds=wait[k]) for k in ("from_seconds", "to_seconds"))
             lines.append(
-                f"  wait of {step(key)}: {a} -> {b} (counted from each person's last email)"
+                f"  wait of {step(key)}: {duration(a)} -> {duration(b)} (counted from each "
+                "person's last email)"
             )
         same = [g for g in entry["people"] if g["kind"] == Kind.CONTINUE]
         if same:

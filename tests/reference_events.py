@@ -125,6 +125,14 @@ def reference_record_event(
     if kind in settings.account_pause.events:
         _hold_account(session, project, contact, f"{contact.email} had {kind}", now)
     _enroll(session, project, contact, now, kind, outcome)
+    if any(w.enter.segment for w in project.workflows.values()):
+        # Segment entries (`enter: {segment: NAME}`) after each event of a person, through
+        # the engine's one path for them (read in SQL after what was just written).
+        from nurture.intake import change_people
+
+        session.flush()
+        _, entered = change_people(session, project, [address], now, lambda people, out: None)
+        outcome.enrolled += entered.get(contact.id, [])
     return outcome
 
 

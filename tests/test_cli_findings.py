@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +18,15 @@ from nurture.core.words import counted
 from nurture.db import sessions
 from nurture.explain import explain
 from nurture.feedback import move_stage
-from nurture.models import FAILED, MESSAGE_STATUSES, Enrollment, Event, Message, StageMove
+from nurture.models import (
+    FAILED,
+    MESSAGE_STATUSES,
+    Contact,
+    Enrollment,
+    Event,
+    Message,
+    StageMove,
+)
 from nurture.runtime import Runtime, open_runtime
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE, add_contact, contact, event
@@ -170,5 +179,100 @@ def test_a_stage_lowered_by_hand_holds_until_the_scores_cross_again(
             ("lead", True),
             ("mql", False),
         ]
+    finally:
+        rt.database.dispose()
+
+
+def _mql(rt: Runtime, address: str) -> None:
+    """`address` made MQL by the score rule (fit and engagement above its threshold)."""
+    add_contact(rt, address, stage=None, **PROFILE)
+    event(rt, address, "form_submitted", form="guide")
+    event(rt, address, "content_downloaded", asset="guide")
+    event(rt, address, "page_visited", url="https://keel.example/pricing")
+    assert contact(rt, address).stage == "mql"
+
+
+def _by_hand_ledger(rt: Runtime, address: str) -> list[tuple[str, bool, str]]:
+    with sessions(rt.database)() as session:
+        rows = session.execute(
+            select(StageMove.to_stage, StageMove.by_hand, StageMove.reason)
+            .join(Contact, Contact.id == StageMove.contact_id)
+            .where(Contact.email == address)
+            .order_by(StageMove.id)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_a_stage_given_at_import_or_by_the_api_is_set_by_hand(
+    project_dir: Path, database_url: str, tmp_path: Path
+) -> None:
+    """A stage given to a CSV import or to the API's contact create/update holds against the
+    score rules as `nurture contact stage` does: recorded by_hand, not undone by the rules in
+    the same call nor by a later event that crosses no threshold; explain says so."""
+    from nurture.imports import import_csv
+
+    clock = FixedClock(MONDAY_MORNING)
+    rt = open_runtime(project_dir, clock=clock, database=database_url)
+    try:
+        ana, bo = "ana@acme.example", "bo@acme.example"
+        _mql(rt, ana)
+        _mql(rt, bo)
+        sheet = tmp_path / "people.csv"
+        sheet.write_text(f"email,first_name\n{ana},Ana\n", encoding="utf-8")
+        import_csv(rt.project, rt.database, sheet, {}, clock.now(), stage="lead", source="fair")
+        client = rt_client(rt)
+        answer = client.post("/api/v1/contacts", json={"email": bo, "stage": "lead"})
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["stage"] == "lead"
+        for address, reason in ((ana, "set at CSV import (fair)"), (bo, "set through the API")):
+            assert contact(rt, address).stage == "lead"
+            assert _by_hand_ledger(rt, address)[-1] == ("lead", True, reason)
+            event(rt, address, "webinar_registered")  # engagement stays above: no crossing
+            assert contact(rt, address).stage == "lead"
+            assert (
+                f"Stage lead set by hand ({reason}): the score rules raise it only "
+                "when an event makes their scores cross a threshold again."
+            ) in explain(rt, address)
+    finally:
+        rt.database.dispose()
+
+
+def rt_client(rt: Runtime) -> Any:
+    """A Flask test client of `rt` holding a fresh API key."""
+    from nurture.apikeys import create_key
+    from nurture.web import create_app
+
+    with sessions(rt.database).begin() as session:
+        key = create_key(session, "test", rt.clock.now())[1]
+    client = create_app(rt).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
+
+
+def test_every_reader_of_set_by_hand_takes_the_latest_move_by_id(
+    project_dir: Path, database_url: str
+) -> None:
+    """Two workers whose clocks differ: a move by hand stamped later than the rule's move
+    recorded after it. The rules (intake) and explain both read the move recorded last
+    (the largest id), which set the stage the contact has: not by hand."""
+    clock = FixedClock(MONDAY_MORNING)
+    rt = open_runtime(project_dir, clock=clock, database=database_url)
+    try:
+        ana = "ana@acme.example"
+        _mql(rt, ana)
+        with sessions(rt.database).begin() as session:
+            move_stage(session, rt.project, ana, "lead", "not ready", clock.now())
+        clock.advance(timedelta(days=60))  # scores decayed below the threshold
+        event(rt, ana, "page_visited", url="https://keel.example/demo")  # crossed again: MQL
+        assert contact(rt, ana).stage == "mql"
+        with sessions(rt.database).begin() as session:
+            session.execute(
+                update(StageMove)
+                .where(StageMove.to_stage == "lead", StageMove.by_hand.is_(True))
+                .values(at=clock.now() + timedelta(hours=1))  # the skewed worker's stamp
+            )
+        assert not any("set by hand" in line for line in explain(rt, ana))
+        event(rt, ana, "webinar_registered")
+        assert contact(rt, ana).stage == "mql"
     finally:
         rt.database.dispose()

@@ -64,3 +64,13 @@ def test_unknown_names_are_refused_with_the_known_ones() -> None:
         expressions.ExpressionError, match=r"unknown name engagment.*known: contact"
     ):
         expressions.check_condition("engagment >= 40", expressions.BASE_NAMES)
+
+
+def test_durations_in_words() -> None:
+    from nurture.core.words import duration
+
+    assert [
+        duration(timedelta(**kw))
+        for kw in ({"days": 3}, {"days": 2, "hours": 4}, {"days": 1}, {"minutes": 90}, {"days": 14})
+    ] == ["3 days", "2 days 4 hours", "1 day", "1 hour 30 minutes", "2 weeks"]
+    assert duration(timedelta(days=10)) == "10 days" and duration(timedelta(0)) == "0 seconds"

@@ -34,7 +34,7 @@ from nurture.lift import (
     reached_stages,
     row,
 )
-from nurture.models import Enrollment, Message, StageMove
+from nurture.models import Contact, Enrollment, Message, StageMove
 from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime, open_runtime
@@ -517,3 +517,58 @@ def test_a_simulated_project_holds_out_and_never_emails_them(
     out = {cid for cid, status in statuses if status == HOLDOUT}
     assert out == {cid for cid, _ in statuses if held_out(GUIDE, str(cid), 0.1)}
     assert out and emailed and not out & emailed
+
+
+def test_a_renamed_workflow_keeps_its_holdout_and_its_lift(held: Runtime) -> None:
+    """guide-nurture renamed to guide (`renamed_from:`): its held-out people stay held out
+    under the new id (an entry event does not let them in, nothing is sent to them), and
+    its lift counts them, as many as before, on SQLite and PostgreSQL."""
+    assert isinstance(held.clock, FixedClock)
+    people = [f"p{i}@firm{i}.example" for i in range(30)]
+    for address in people:
+        add_contact(held, address, **PROFILE)
+    held.dispatcher.tick()
+    now = held.clock.now()
+    with sessions(held.database)() as session:
+        before = lift(session, held.project.settings, GUIDE, 0.3, now)
+        out = set(
+            session.scalars(
+                select(Enrollment.contact_id).where(
+                    Enrollment.workflow == GUIDE, Enrollment.status == HOLDOUT
+                )
+            )
+        )
+    assert out and before.held_out == len(out)
+    root = held.project.root
+    old = root / "workflows" / f"{GUIDE}.yaml"
+    text_ = old.read_text(encoding="utf-8")
+    old.unlink()
+    (root / "workflows" / "guide.yaml").write_text(f"renamed_from: {GUIDE}\n{text_}")
+    held.clock.advance(timedelta(hours=1))
+    held.dispatcher.tick()
+    held.project = held.dispatcher.project
+    with sessions(held.database)() as session:
+        rows = session.execute(
+            select(Enrollment.workflow, Enrollment.contact_id, Enrollment.status)
+        ).all()
+        after = lift(session, held.project.settings, "guide", 0.3, held.clock.now())
+    assert {w for w, _, _ in rows} <= {"guide", "webinar-follow-up"}
+    assert {c for w, c, s in rows if w == "guide" and s == HOLDOUT} == out
+    assert (after.since, after.held_out, after.treated) == (
+        before.since,
+        before.held_out,
+        before.treated,
+    )
+    with sessions(held.database)() as session:
+        one = session.scalar(select(Contact.email).where(Contact.id == min(out)))
+    assert one is not None
+    assert "guide" not in event(held, one, "form_submitted", form="guide").enrolled
+    for _ in range(7):
+        held.clock.advance(timedelta(days=1))
+        held.dispatcher.tick()
+    with sessions(held.database)() as session:
+        emailed = set(
+            session.scalars(select(Message.contact_id).where(Message.workflow == "guide"))
+        )
+        assert holdout_sends(session) == []
+    assert emailed and not emailed & out

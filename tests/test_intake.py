@@ -137,6 +137,87 @@ def test_bulk_equals_one_by_one(project_dir: Path, tmp_path: Path, seed: int) ->
     assert state(bulk) == state(single)
 
 
+def _segment_workflow(root: Path) -> None:
+    """Workflow `clicked` enters by segment `clickers` (a real click in 7 days), ended by
+    the goal events meeting_booked and replied."""
+    (root / "segments").mkdir(exist_ok=True)
+    (root / "segments" / "clickers.yaml").write_text(
+        "name: Clickers\nwhen: \"did('email_clicked', within='7d')\"\n", encoding="utf-8"
+    )
+    (root / "workflows" / "clicked.yaml").write_text(
+        "name: Clicked\nenter:\n  segment: clickers\n"
+        "goals:\n  events: [meeting_booked, replied]\n"
+        "tracks:\n  discovery:\n    - {content: discovery/onboarding-checklist}\n",
+        encoding="utf-8",
+    )
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_bulk_equals_one_by_one_with_segment_entries(
+    project_dir: Path, tmp_path: Path, seed: int
+) -> None:
+    """A workflow entering by segment (people who clicked), ended by a goal event: mixed
+    batches (a click, then a goal, of one person in one request) enter and end people as
+    the events one by one do."""
+    _segment_workflow(project_dir)
+    bulk, single = (
+        fresh(project_dir, tmp_path, "bulk.db"),
+        fresh(project_dir, tmp_path, "single.db"),
+    )
+    rng = random.Random(seed)
+    items = []
+    for item in events(seed, 60):  # clicks followed at once by a goal of the same person
+        items.append(item)
+        if item.kind == "email_clicked" and rng.random() < 0.6:
+            items.append(Incoming(item.email, rng.choice(["meeting_booked", "replied"]), None, {}))
+    for start in range(0, len(items), 20):
+        chunk = items[start : start + 20]
+        now = bulk.clock.now()
+        with write_transaction(bulk.database) as session:
+            record_events(session, bulk.project, chunk, now)
+        for item in chunk:
+            with write_transaction(single.database) as session:
+                if session.scalar(select(Contact.id).where(Contact.email == item.email)) is None:
+                    upsert_contact(session, single.project, item.email, {"source": "api"}, now)
+                reference_record_event(
+                    session,
+                    single.project,
+                    item.email,
+                    item.kind,
+                    now,
+                    properties=item.properties,
+                    client_event_id=item.client_event_id,
+                )
+        for rt in (bulk, single):
+            assert isinstance(rt.clock, FixedClock)
+            rt.clock.advance(timedelta(hours=1))
+    assert state(bulk) == state(single)
+
+
+def test_a_click_then_a_goal_in_one_batch_enters_then_ends(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    """One request: ana clicks (now in the segment `clickers`), then books a meeting (the
+    goal): she enters the segment's workflow after the click and the goal ends it, as when
+    the two events come one by one."""
+    _segment_workflow(project_dir)
+    rt = fresh(project_dir, tmp_path, "one.db")
+    ana = PEOPLE[0]
+    items = [
+        Incoming(ana, "email_clicked", None, {"message_id": 1}),
+        Incoming(ana, "meeting_booked", None, {}),
+    ]
+    with write_transaction(rt.database) as session:
+        record_events(session, rt.project, items, rt.clock.now())
+    with sessions(rt.database)() as session:
+        rows = session.execute(
+            select(Enrollment.status, Enrollment.end_reason)
+            .join(Contact, Contact.id == Enrollment.contact_id)
+            .where(Contact.email == ana, Enrollment.workflow == "clicked")
+        ).all()
+    assert [tuple(r) for r in rows] == [("completed", "goal: meeting_booked")], rows
+
+
 def test_the_duplicate_check_searches_the_unique_key(project_dir: Path, tmp_path: Path) -> None:
     """The look-up of a batch's client ids is an index search on SQLite, not a scan of the
     whole index (its cost must not grow with the events table)."""

@@ -7,12 +7,13 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
@@ -22,6 +23,7 @@ from nurture.core.versions import HELD, Kind, StepInfo, carry
 from nurture.db import sessions
 from nurture.models import FAILED, Contact, Enrollment, Message, WorkflowVersion
 from nurture.runtime import Runtime, open_runtime
+from nurture.workflows import Step
 from tests.conftest import MONDAY_MORNING
 from tests.helpers import PROFILE, add_contact
 
@@ -365,13 +367,14 @@ def test_plan_shows_what_an_edit_will_do_and_changes_nothing(rt: Runtime, tmp_pa
     (entry,) = json.loads(result.output)
     assert entry["from_version"] == 1 and entry["changed"]
     assert entry["removed"] == [B, E2] and entry["waits"] == {
-        C: ["1 day, 0:00:00", "2 days, 0:00:00"]
+        C: {"from_seconds": 86400, "to_seconds": 172800}
     }
     groups = {(g["kind"], g["from"], g["to"]): g["count"] for g in entry["people"]}
     assert groups.get(("move", B, C), 0) >= 1, groups
     assert sum(groups.values()) == len(enrollments(rt))
     text = CliRunner().invoke(main, ["--project", str(rt.project.root), "--db", url, "plan"])
     assert "steps removed: discovery/activation-metrics" in text.output
+    assert f"wait of {C}: 1 day -> 2 days (counted from each person's last email)" in text.output
     assert f"move: next step {C} instead of step {B}" in text.output
     with sessions(rt.database)() as session:
         assert session.scalars(select(WorkflowVersion.number)).all() == [1]
@@ -457,3 +460,164 @@ def test_plan_counts_only_people_the_edit_changes_in_the_order_they_meet_it(rt: 
     assert f"move: next step second ({B}) instead of step {B}" in people[1]
     assert f"finish: nothing left for them instead of step {C}" in people[2]
     assert f"  steps added: second ({B})" in lines
+
+
+# --- edits inside branches and splits: people stay in their own arm ----------------------
+
+_Tree = st.deferred(
+    lambda: st.lists(
+        st.one_of(
+            st.just("send"),
+            st.tuples(st.just("if"), _Tree, _Tree),
+            st.tuples(st.just("split"), st.lists(_Tree, min_size=2, max_size=3)),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+
+
+def _build(shape: list[Any], counter: list[int]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = []
+    for item in shape:
+        counter[0] += 1
+        n = counter[0]
+        if item == "send":
+            steps.append({"id": f"s{n}", "content": f"discovery/s{n}"})
+        elif item[0] == "if":
+            then, else_ = _build(item[1], counter), _build(item[2], counter)
+            steps.append({"id": f"b{n}", "if": "fit >= 0", "then": then, "else": else_})
+        else:
+            paths = [{"id": f"p{i}", "steps": _build(p, counter)} for i, p in enumerate(item[1])]
+            steps.append({"id": f"x{n}", "split": paths})
+    return steps
+
+
+def _without(steps: list[dict[str, Any]], gone: str) -> list[dict[str, Any]]:
+    """`steps` with step (or split path `<split>#<path>`) `gone` removed, at any depth."""
+    kept = []
+    for step in steps:
+        if step["id"] == gone:
+            continue
+        step = dict(step)
+        if "if" in step:
+            step["then"], step["else"] = _without(step["then"], gone), _without(step["else"], gone)
+        elif "split" in step:
+            step["split"] = [
+                {**p, "steps": _without(p["steps"], gone)}
+                for p in step["split"]
+                if f"{step['id']}#{p['id']}" != gone
+            ]
+        kept.append(step)
+    return kept
+
+
+def _journey(steps: list[dict[str, Any]]) -> Any:
+    from nurture.workflows import Workflow
+
+    return Workflow.model_validate(
+        {"id": "w", "name": "w", "enter": {"stages": ["lead"]}, "tracks": {"discovery": steps}}
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(shape=_Tree, data=st.data())
+def test_a_removal_inside_a_branch_or_split_keeps_people_in_their_own_arm(
+    shape: list[Any], data: st.DataObject
+) -> None:
+    """Random journeys of branches and splits, a person at a random place, a random step or
+    split path removed: the planner on the new version meets next exactly the first thing
+    that remains of their own arm, else what follows the branch or split (old order),
+    never a step of another arm; and `carry` names that same step as their next one."""
+    from nurture.core import planner
+    from nurture.core.versions import outline
+
+    steps = _build(shape, [0])
+    old = _journey(steps)
+    index = planner._index(old, "discovery")
+    places = [s.key for s in old.flat("discovery") if isinstance(s, Step) or "#" in s.key]
+    assume(places)
+    pointer = data.draw(st.sampled_from(places))
+    removable = [
+        s.key
+        for s in old.flat("discovery")
+        if isinstance(s, Step) or ("#" in s.key and len(index.arms) and _splits_path(old, s.key))
+    ]
+    gone = data.draw(st.sampled_from(removable))
+    left = _without(steps, gone)
+    assume(left)
+    new = _journey(left)
+    remaining = {s.key for s in new.flat("discovery")}
+    # what they meet next on the old tree, passing over what the edit removed
+    node = planner._enter(index, pointer) if "#" in pointer else planner._after(index, pointer)
+    while node is not None and node.key not in remaining:
+        node = planner._after(index, node.key)
+    carried = carry(
+        outline(old),
+        outline(new),
+        {"discovery": pointer},
+        phase="discovery",
+        received=set(),
+        workflow="w",
+    )
+    at = datetime(2026, 1, 5, tzinfo=UTC)
+
+    def met(places: dict[str, str]) -> str | None:
+        """The email the planner sends next from `places` on the new version."""
+        plan = planner.plan_next(
+            new, "discovery", places, set(), since=at, now=at, variables={"fit": 1}, who="p"
+        )
+        return plan.step.key if isinstance(plan, planner.Send) else None
+
+    # a branch or split next: decided there, as the planner does for whoever reaches it
+    expected = (
+        None
+        if node is None
+        else node.key
+        if isinstance(node, Step)
+        else met({"discovery": node.key})
+    )
+    assert met(carried.places) == expected, (pointer, gone, carried.places, expected)
+    if node is None or isinstance(node, Step):
+        assert carried.now == expected, (pointer, gone, carried)
+
+
+def _splits_path(workflow: Any, key: str) -> bool:
+    """Whether arm `key` is a path of a split of more than two paths (one may go)."""
+    from nurture.workflows import Split
+
+    for step in workflow.flat("discovery"):
+        if isinstance(step, Split) and key.startswith(f"{step.id}#"):
+            return len(step.split) > 2
+    return False
+
+
+def _branching(then: Sequence[tuple[str, str]]) -> str:
+    steps = ", ".join(f"{{content: {c}, wait: {w}}}" for c, w in then)
+    return (
+        workflow([]).replace("tracks:\n", "tracks:\n  discovery:\n").rstrip()
+        + f'\n    - {{id: fork, if: "fit >= 0", then: [{steps}], else: [{{content: {C}}}]}}\n'
+    )
+
+
+def test_removing_a_step_of_a_branch_never_sends_the_other_way(rt: Runtime) -> None:
+    """People in the `then` way of a branch, its next step removed: they finish the way
+    (nothing follows the branch), never get the `else` way's email; `nurture plan` says the
+    same before, on SQLite and PostgreSQL."""
+    write_workflow(rt.project.root, "edits", _branching([(A, "0d"), (B, "2d")]))
+    for i in range(4):
+        add_contact(rt, f"p{i}@company{i}.example", **PROFILE)
+    run(rt, 12)
+    assert {e: sorted(p) for e, p in received(rt).items()} == {
+        f"p{i}@company{i}.example": [A] for i in range(4)
+    }
+    write_workflow(rt.project.root, "edits", _branching([(A, "0d")]))
+    import json
+
+    (entry,) = json.loads(plan(rt, "--json").output)
+    groups = {(g["kind"], g["from"], g["to"]): g["count"] for g in entry["people"]}
+    assert groups == {("finish", B, None): 4}, groups
+    assert f"4 people finish: nothing left for them instead of step {B}" in plan(rt).output
+    run(rt, 24 * 4)
+    for email, pieces in check(rt).items():
+        assert pieces == [A], (email, pieces)

@@ -4,7 +4,8 @@ A track is a tree of steps: emails, branches (`if:`), waits for an event (`wait_
 splits (A/B of paths) and actions. A person's place per track is the key of the last thing
 done in it: a step, or an arm (`<id>#then`, `<id>#else`, `<id>#<path>`) when they took a way
 of a branch, a wait or a split and have done none of its steps yet; the key of a wait_until
-itself while they wait at it (`since:<phase>` in the places then says since when).
+itself while they wait at it (`since:<phase>` in the places then says since when); `<id>#`
+(`versions.past`) when done with one whichever way (an edit removed the way they took).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from nurture import expressions
 from nurture.core.engagement import Engagement, functions
-from nurture.core.versions import SINCE
+from nurture.core.versions import SINCE, past
 from nurture.phases import Phase
 from nurture.workflows import ActionStep, Branch, Node, Split, Step, WaitFor, Workflow
 
@@ -203,6 +204,8 @@ def plan_next(
         found = index.nodes[pointer]
         # At a branch, split or wait not decided yet: decide it; after anything else: go on.
         node = found if isinstance(found, (Branch, WaitFor, Split)) else _after(index, pointer)
+    elif pointer == past(pointer[:-1]) and pointer[:-1] in index.nodes:
+        node = _after(index, pointer[:-1])  # done with it (an edit removed their way of it)
     else:
         return Exhausted(
             f"held: its place {pointer!r} is no step of {workflow.id} (picked up when the "

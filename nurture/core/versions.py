@@ -3,13 +3,17 @@
 A person's place in a workflow is, per phase track, the id of the last step whose turn is
 done (sent, passed over because they had it, or skipped by its condition), or of the arm of
 a branch, wait_until or split they took (`<id>#then`, `#else`, `#<path>`); no entry means
-the track has not started. Nested steps are read in `Workflow.flat`'s order (depth first),
-so the rules below hold inside branches too: a place in a removed branch goes on with the
-next step that remains after it. When the workflow's file changes, `carry` says where each person
-goes in the new version:
+the track has not started; `<id>#` (`past(id)`): done with that branch, wait or split,
+whichever way (someone whose way was removed: they go on with what follows it). Nested
+steps are read as a tree: each step knows the arm it is in (`StepInfo.arm`), and a place
+is carried within the person's own arm. When the workflow's file changes, `carry` says
+where each person goes in the new version:
 
 - a step that keeps its id keeps its people, wherever it moved;
-- a removed step: they go on with the next step that remains, in the old order;
+- a removed step: they go on with the next step that remains in their own arm (the way of
+  the branch, wait or split they took), else with what follows that branch, wait or split
+  (its continuation), never with a step of another arm; a removed arm (a split's path) or a
+  removed branch, wait or split sends them to its continuation too;
 - a renamed step (its content declared `renamed_from:`) is the same step;
 - a new step after their place reaches them, also when they had finished the track;
   a new step placed before it does not (they are past it);
@@ -25,13 +29,13 @@ before and still has nothing left continues as they were).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from nurture.workflows import Workflow
+from nurture.workflows import Node, Workflow, _Compound
 
 #: The start of every reason of someone the rules could not place (stored, shown by explain).
 HELD = "held after an edit of"
@@ -54,6 +58,19 @@ class StepInfo:
     id: str
     content: str
     wait: timedelta
+    #: The arm the step (or arm) is in (`<id>#<way>`), None at the top of its track. Outlines
+    #: recorded before arms were (None everywhere) are read as one flat list, as then.
+    arm: str | None = None
+
+
+def past(compound: str) -> str:
+    """The place of someone done with branch, wait or split `compound`, whichever way."""
+    return f"{compound}#"
+
+
+def _parent(arm: str) -> str:
+    """The branch, wait or split an arm (`<id>#<way>`) or a `past` place belongs to."""
+    return arm.rpartition("#")[0]
 
 
 #: phase -> the track's steps in the order people meet them.
@@ -66,8 +83,7 @@ def outline(workflow: Workflow) -> dict[str, list[StepInfo]]:
     if cached is not None and cached[0] is workflow:
         return cached[1]
     made: dict[str, list[StepInfo]] = {
-        phase: [StepInfo(s.key, s.content, s.wait) for s in workflow.flat(phase)]
-        for phase in workflow.tracks
+        phase: list(_infos(list(steps), None)) for phase, steps in workflow.tracks.items()
     }
     if len(_outlines) > 256:
         _outlines.clear()
@@ -78,16 +94,37 @@ def outline(workflow: Workflow) -> dict[str, list[StepInfo]]:
 _outlines: dict[int, tuple[Workflow, dict[str, list[StepInfo]]]] = {}
 
 
+def _infos(steps: list[Node], arm: str | None) -> Iterator[StepInfo]:
+    """`walk`'s order (depth first), each step and arm with the arm it is in."""
+    for step in steps:
+        yield StepInfo(step.key, step.content, step.wait, arm)
+        if isinstance(step, _Compound):
+            for key, inner in step.arms():
+                yield StepInfo(key, "", timedelta(0), arm)
+                yield from _infos(inner, key)
+
+
 def outline_to_json(value: Outline) -> dict[str, Any]:
     return {
-        phase: [{"id": s.id, "content": s.content, "wait": s.wait.total_seconds()} for s in steps]
+        phase: [
+            {
+                "id": s.id,
+                "content": s.content,
+                "wait": s.wait.total_seconds(),
+                **({"arm": s.arm} if s.arm else {}),
+            }
+            for s in steps
+        ]
         for phase, steps in value.items()
     }
 
 
 def outline_from_json(value: Mapping[str, Any]) -> dict[str, list[StepInfo]]:
     return {
-        phase: [StepInfo(s["id"], s["content"], timedelta(seconds=s["wait"])) for s in steps]
+        phase: [
+            StepInfo(s["id"], s["content"], timedelta(seconds=s["wait"]), s.get("arm"))
+            for s in steps
+        ]
         for phase, steps in value.items()
     }
 
@@ -132,17 +169,96 @@ class Carried:
     now: str | None = None
 
 
+class _Tree:
+    """A track's outline as a tree: each step's arm, each arm's steps in order."""
+
+    def __init__(self, steps: Sequence[StepInfo]) -> None:
+        self.order = [s.id for s in steps]
+        self.steps = {s.id: s for s in steps}
+        self.arm = {s.id: s.arm for s in steps}
+        self.arms = {s.id for s in steps if "#" in s.id}
+        self.first_arm: dict[str, str] = {}
+        for arm in self.order:
+            if arm in self.arms:
+                self.first_arm.setdefault(_parent(arm), arm)
+        self.children: dict[str | None, list[str]] = {}
+        for step in steps:
+            if step.id not in self.arms:
+                self.children.setdefault(step.arm, []).append(step.id)
+        #: Recorded before arms were: read as one flat list, as it was then.
+        self.flat = bool(self.arms) and not any(self.arm.values())
+
+    def holds(self, place: str) -> bool:
+        """Whether `place` is a place of this outline (a step, an arm, or `past` one)."""
+        return place in self.steps or (place.endswith("#") and place[:-1] in self.first_arm)
+
+    def after(self, key: str) -> str | None:
+        """What comes once `key` (with all its ways) is done: the planner's `_after`."""
+        if self.flat:
+            at = self.order.index(key)
+            return self.order[at + 1] if at + 1 < len(self.order) else None
+        arm = self.arm.get(key)
+        siblings = self.children.get(arm, [])
+        at = siblings.index(key)
+        if at + 1 < len(siblings):
+            return siblings[at + 1]
+        return None if arm is None else self.after(_parent(arm))
+
+    def enter(self, arm: str) -> str | None:
+        inner = self.children.get(arm)
+        return inner[0] if inner else self.after(_parent(arm))
+
+    def start(self, place: str | None) -> str | None:
+        """The first step to look at from `place`."""
+        if place is None:
+            return self.order[0] if self.order else None
+        if place not in self.steps:
+            return self.after(place[:-1])  # past a branch, wait or split
+        if place in self.arms and not self.flat:
+            return self.enter(place)
+        return place if place in self.first_arm else self.after(place)
+
+    def chain(self, key: str) -> list[str]:
+        """The arms around `key`, innermost first."""
+        found, arm = [], self.arm.get(key)
+        while arm is not None:
+            found.append(arm)
+            arm = self.arm.get(arm)
+        return found
+
+
+_trees: dict[int, tuple[Sequence[StepInfo], _Tree]] = {}
+
+
+def _tree(steps: Sequence[StepInfo]) -> _Tree:
+    cached = _trees.get(id(steps))
+    if cached is not None and cached[0] is steps:
+        return cached[1]
+    if len(_trees) > 256:
+        _trees.clear()
+    made = _Tree(steps)
+    _trees[id(steps)] = (steps, made)
+    return made
+
+
 def _next(steps: Sequence[StepInfo], pointer: str | None, received: Set[str]) -> str | None:
-    ids = [s.id for s in steps]
-    start = ids.index(pointer) + 1 if pointer in ids else 0
-    for step in steps[start:]:
+    """The next email someone at `pointer` gets, in their own arm or after it (a branch,
+    wait or split not decided yet: read down its first way)."""
+    tree = _tree(steps)
+    key = tree.start(pointer)
+    while key is not None:
+        step = tree.steps[key]
         if step.content and step.content not in received:
-            return step.id
+            return key
+        if key in tree.first_arm and not tree.flat:
+            key = tree.enter(tree.first_arm[key])
+        else:
+            key = tree.after(key)
     return None
 
 
 def _pointer(old: Sequence[str], new: Sequence[str], pointer: str) -> str | None:
-    """The place in `new` of someone whose last done step of `old` is `pointer`."""
+    """The place in list `new` of someone whose last done entry of list `old` is `pointer`."""
     at = old.index(pointer)
     reached = set(old[: at + 1])
     anchor = next((new.index(o) for o in reversed(old[: at + 1]) if o in new), -1)
@@ -151,6 +267,29 @@ def _pointer(old: Sequence[str], new: Sequence[str], pointer: str) -> str | None
         if not done:
             return new[index - 1] if index else None
     return new[-1] if new else None
+
+
+def _carried(before: _Tree, after: _Tree, pointer: str) -> str | None:
+    """The place in `after` of someone at `pointer` of `before` (see the module's rules):
+    carried within the innermost arm around them that remains, never into another arm."""
+    if before.flat or after.flat:
+        return _pointer(before.order, after.order, pointer.removesuffix("#"))
+    finished = pointer not in before.steps  # `past(...)`: done with that compound
+    node = pointer[:-1] if finished else pointer
+    deciding = not finished and (node in before.arms or node in before.first_arm)
+    if deciding and node in after.steps and after.arm[node] == before.arm[node]:
+        return node  # at a way taken, or waiting at (deciding) a step: still there
+    around = [arm for arm in before.chain(node) if arm in after.arms]
+    scope = around[0] if around else None
+    level = _parent(node) if node in before.arms else node
+    while before.arm[level] != scope:  # the step of that arm on their way
+        level = _parent(before.arm[level] or "")
+    place = _pointer(before.children.get(scope, []), after.children.get(scope, []), level)
+    if place is None:
+        return scope
+    if place in after.first_arm and not (place == node and not finished):
+        return past(place)  # done with it, or their way of it is gone: what follows it
+    return place
 
 
 def carry(
@@ -173,24 +312,26 @@ def carry(
     extra = {k: v for k, v in places.items() if k.startswith(SINCE)}
     places = {k: v for k, v in places.items() if not k.startswith(SINCE)}
     old_steps = {
-        track: [StepInfo(renames.get(s.id, s.id), s.content, s.wait) for s in steps]
+        track: [StepInfo(renames.get(s.id, s.id), s.content, s.wait, s.arm) for s in steps]
         for track, steps in old.items()
     }
+    if not renames:
+        old_steps = {track: list(steps) for track, steps in old.items()}
     pointers = {track: renames.get(p, p) for track, p in places.items()}
     moved: dict[str, str] = {}
     lost: str | None = None
     for track, pointer in pointers.items():
-        before = [s.id for s in old_steps.get(track, [])]
-        after = [s.id for s in new.get(track, [])]
-        if not after:
+        before = _tree(old_steps.get(track, []))
+        after = _tree(new.get(track, []))
+        if not after.order:
             continue  # the track is gone: its place goes with it
-        if pointer not in before:
-            if pointer in after:
+        if not before.holds(pointer):
+            if after.holds(pointer):
                 moved[track] = pointer  # already a place of the new version
             elif track == phase:
                 lost = pointer
             continue
-        place = _pointer(before, after, pointer)
+        place = _carried(before, after, pointer)
         if place is not None:
             moved[track] = place
     moved.update({k: v for k, v in extra.items() if k[len(SINCE) :] in moved})

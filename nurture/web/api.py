@@ -313,6 +313,7 @@ def contacts() -> tuple[Response, int]:
                 item.fields.model_dump(exclude_none=True),
                 now,
                 stage=item.stage,
+                stage_reason="set through the API",
                 consent_source=item.consent,
             )
         except InvalidValue as exc:

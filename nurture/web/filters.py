@@ -13,11 +13,10 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app
 
-from nurture.core.words import counted
+from nurture.core.words import duration
 from nurture.durations import parse_duration
 
 _DURATION = re.compile(r"^\s*(?:\d+\s*[wdhms]\s*)+$")
-_UNITS = (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
 def local_time(value: datetime | str | None, zone: str, *, date_only: bool = False) -> str:
@@ -43,15 +42,7 @@ def human_duration(value: timedelta | str | int | None) -> str:
         value = parse_duration(value)
     elif isinstance(value, int):
         value = timedelta(days=value)
-    seconds = int(value.total_seconds())
-    parts = []
-    for name, size in _UNITS:
-        if name == "week" and seconds % size:
-            continue  # 10 days, not 1 week 3 days
-        if seconds >= size:
-            count, seconds = divmod(seconds, size)
-            parts.append(counted(count, name))
-    return " ".join(parts) or "0 seconds"
+    return duration(value)
 
 
 def is_duration(value: object) -> bool:
