@@ -126,7 +126,7 @@ def upsert_contact(
 
     A `stage` given is a stage set by hand (an import, the API, `nurture contact add`),
     recorded `by_hand` with `stage_reason` as `move_stage` records it: it holds against the
-    score rules until an event makes the scores cross a threshold again (nurture/stages.py).
+    score rules until an event makes the scores cross a threshold again (nurture/core/stages.py).
 
     `on_create` holds fields set only if this call creates the contact (its `source`, say).
     Safe under concurrency: of simultaneous calls for a new address one creates the contact
