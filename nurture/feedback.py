@@ -125,7 +125,8 @@ def upsert_contact(
     """Create or update a contact, rescore its fit, and apply the stage rules.
 
     A `stage` given is a stage set by hand (an import, the API, `nurture contact add`),
-    recorded `by_hand` with `stage_reason` as `move_stage` records it: it holds against the
+    except the first stage of nurture given to a new contact (where they start), recorded
+    `by_hand` with `stage_reason` as `move_stage` records it: it holds against the
     score rules until an event makes the scores cross a threshold again (nurture/core/stages.py).
 
     `on_create` holds fields set only if this call creates the contact (its `source`, say).
@@ -183,7 +184,10 @@ def upsert_contact(
     def work(person: Person, rules: Rules) -> None:
         rules.rescore_fit(person, None)
         if stage is not None and stage != person.stage:
-            rules.move(person, Move(stage, stage_reason), by_hand=True)
+            # Giving a new contact the first stage of nurture says where they start, not a
+            # stage to hold against the scores: the rules may move them on at once.
+            starting = person.stage == FIRST_STAGE and stage == project.settings.stages[0].name
+            rules.move(person, Move(stage, stage_reason), by_hand=not starting)
         rules.stage_rules(person)
         rules.enter(person)
 

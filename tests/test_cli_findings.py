@@ -237,6 +237,24 @@ def test_a_stage_given_at_import_or_by_the_api_is_set_by_hand(
         rt.database.dispose()
 
 
+def test_a_new_contact_given_the_first_stage_starts_there_and_moves_on(
+    project_dir: Path, database_url: str
+) -> None:
+    """Giving a NEW contact the first stage of nurture (lead) says where they start, not a
+    stage to hold: recorded not by hand, and the score rules move them on as for anyone."""
+    rt = open_runtime(project_dir, clock=FixedClock(MONDAY_MORNING), database=database_url)
+    try:
+        cy = "cy@acme.example"
+        add_contact(rt, cy, stage="lead", **PROFILE)
+        assert _by_hand_ledger(rt, cy)[-1][:2] == ("lead", False)
+        event(rt, cy, "form_submitted", form="guide")
+        event(rt, cy, "content_downloaded", asset="guide")
+        event(rt, cy, "page_visited", url="https://keel.example/pricing")
+        assert contact(rt, cy).stage == "mql"
+    finally:
+        rt.database.dispose()
+
+
 def rt_client(rt: Runtime) -> Any:
     """A Flask test client of `rt` holding a fresh API key."""
     from nurture.apikeys import create_key
