@@ -210,7 +210,7 @@ class _Tree:
 
     def start(self, place: str | None) -> str | None:
         """The first step to look at from `place`."""
-        if place is None:
+        if place is None or not self.holds(place):  # none yet, or not of this version
             return self.order[0] if self.order else None
         if place not in self.steps:
             return self.after(place[:-1])  # past a branch, wait or split
