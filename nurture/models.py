@@ -44,6 +44,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        """On SQLite, the stored text in one step: what `process_bind_param` then SQLite's
+        DATETIME processor give (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC; a test compares them),
+        at a third of their cost. A batch binds one instant many times: the last is kept."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        #: (instant, text): one tuple, replaced whole, so threads sharing it never mix two.
+        last: list[tuple[datetime | None, str]] = [(None, "")]
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            kept = last[0]
+            if value is kept[0]:
+                return kept[1]
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the database; pass an aware UTC instant")
+            stored = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            last[0] = (value, stored)
+            return stored
+
+        return process
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
