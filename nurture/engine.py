@@ -105,6 +105,45 @@ _UPDATE_ENROLLMENT = (
     )
 )
 
+#: The batch's reads, built once: a list of values in `IN (...)` bound when run (building
+#: `column.in_(values)` coerces each value, ~0.15 µs apiece, for every statement of a batch).
+_LOCK_CONTACTS = (
+    select(*_CLAIMED)
+    .where(Contact.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Contact.id)
+)
+_SUPPRESSIONS = select(Suppression.email, Suppression.reason).where(
+    Suppression.email.in_(bindparam("emails", expanding=True))
+)
+_SENDS_TO = (
+    select(Message.contact_id, Message.content_id, Message.sent_at, Message.status)
+    .where(Message.contact_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Message.sent_at)
+)
+#: A batch's people's real events (machines' left out), for journeys and send_time.
+_REAL = (Event.contact_id.in_(bindparam("ids", expanding=True)), Event.machine.is_(None))
+_LAST_EVENTS = (
+    select(Event.contact_id, Event.kind, func.max(Event.occurred_at))
+    .where(*_REAL)
+    .group_by(Event.contact_id, Event.kind)
+)
+_OPENED_CLICKED = (
+    select(Event.contact_id, Event.kind, Message.content_id)
+    .join(Message, Message.id == Event.message_id)
+    .where(*_REAL, Event.kind.in_(("email_opened", "email_clicked")))
+    .distinct()
+)
+_WATCHED_EVENTS = (
+    select(Event.contact_id, Event.kind, Event.occurred_at, Event.properties)
+    .where(*_REAL, Event.kind.in_(bindparam("kinds", expanding=True)))
+    .order_by(Event.occurred_at, Event.id)
+)
+_ENGAGED_SINCE = select(Event.contact_id, Event.occurred_at).where(
+    *_REAL,
+    Event.kind.in_(sendtime.ENGAGED),
+    Event.occurred_at >= bindparam("since", type_=Event.occurred_at.type),
+)
+
 #: The outcome of each message not sent, in one statement for a chunk (executemany).
 _SETTLE = (
     update(_messages)
@@ -387,11 +426,8 @@ class Dispatcher:
         if not enrollments:
             return batch
         contact_ids = sorted({e.contact_id for e in enrollments})
-        lock = select(*_CLAIMED).where(Contact.id.in_(contact_ids))
-        lock = lock.order_by(Contact.id)
-        if not is_sqlite(self.database):
-            lock = lock.with_for_update()
-        contacts = {c.id: c for c in session.connection().execute(lock)}
+        lock = _LOCK_CONTACTS if is_sqlite(self.database) else _LOCK_CONTACTS.with_for_update()
+        contacts = {c.id: c for c in session.connection().execute(lock, {"ids": contact_ids})}
         phase_of = self.project.settings.phase_of
         engaged: set[int] = set()
         timed: set[int] = set()
@@ -438,14 +474,10 @@ class Dispatcher:
                 keys.append("sender-rate")
             lock_for_transaction(session, *sorted(keys))
         emails = [c.email for c in contacts.values()]
-        for email, reason in session.connection().execute(
-            select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
-        ):
+        for email, reason in session.connection().execute(_SUPPRESSIONS, {"emails": emails}):
             history.suppressed[email] = reason
         for contact_id, content_id, sent_at, status in session.connection().execute(
-            select(Message.contact_id, Message.content_id, Message.sent_at, Message.status)
-            .where(Message.contact_id.in_(list(contacts)))
-            .order_by(Message.sent_at)
+            _SENDS_TO, {"ids": list(contacts)}
         ):
             piece = self.project.canonical(content_id)
             history.recorded[contact_id].add(piece)
@@ -512,27 +544,16 @@ class Dispatcher:
         clicked: dict[int, set[str]] = defaultdict(set)
         last: dict[int, dict[str, datetime]] = defaultdict(dict)
         events: dict[int, list[Occurred]] = defaultdict(list)
-        real = (Event.contact_id.in_(contact_ids), Event.machine.is_(None))
-        for contact_id, kind, at in session.connection().execute(
-            select(Event.contact_id, Event.kind, func.max(Event.occurred_at))
-            .where(*real)
-            .group_by(Event.contact_id, Event.kind)
-        ):
+        ids = {"ids": contact_ids}
+        for contact_id, kind, at in session.connection().execute(_LAST_EVENTS, ids):
             last[contact_id][kind] = at
-        for contact_id, kind, content_id in session.connection().execute(
-            select(Event.contact_id, Event.kind, Message.content_id)
-            .join(Message, Message.id == Event.message_id)
-            .where(*real, Event.kind.in_(("email_opened", "email_clicked")))
-            .distinct()
-        ):
+        for contact_id, kind, content_id in session.connection().execute(_OPENED_CLICKED, ids):
             target = opened if kind == "email_opened" else clicked
             target[contact_id].add(self.project.canonical(content_id))
         watched = set().union(*(w.waits_on for w in self.project.workflows.values()))
         if watched:
             for contact_id, kind, at, properties in session.connection().execute(
-                select(Event.contact_id, Event.kind, Event.occurred_at, Event.properties)
-                .where(*real, Event.kind.in_(sorted(watched)))
-                .order_by(Event.occurred_at, Event.id)
+                _WATCHED_EVENTS, {**ids, "kinds": sorted(watched)}
             ):
                 events[contact_id].append(Occurred(kind, at, properties or {}))
         for contact_id in contact_ids:
@@ -550,12 +571,7 @@ class Dispatcher:
         `sendtime.LOOKBACK` (one read per batch), and everyone's per local hour (tallied
         by the reports job, read at most once an hour; see nurture/sendhours.py)."""
         for contact_id, at in session.connection().execute(
-            select(Event.contact_id, Event.occurred_at).where(
-                Event.contact_id.in_(contact_ids),
-                Event.kind.in_(_ENGAGED),
-                Event.machine.is_(None),
-                Event.occurred_at >= now - sendtime.LOOKBACK,
-            )
+            _ENGAGED_SINCE, {"ids": contact_ids, "since": now - sendtime.LOOKBACK}
         ):
             history.engaged_at[contact_id].append(at)
         if self._hours is None or not now - _HOURS_KEPT < self._hours[0] <= now:
@@ -977,8 +993,6 @@ def _journey_row(enrollment: Row[Any], contact: Row[Any], mark: Mark) -> dict[st
     }
 
 
-#: The event kinds send_time reads (a person's real ones only).
-_ENGAGED = sendtime.ENGAGED
 #: Everyone's engagement per hour is tallied again after this long.
 _HOURS_KEPT = timedelta(hours=1)
 
