@@ -22,6 +22,7 @@ machine's) at 09:xx Paris, so every email still goes now, after the engagement-h
 from __future__ import annotations
 
 import argparse
+import gc
 import secrets
 import shutil
 import sys
@@ -57,7 +58,7 @@ from nurture.models import (  # noqa: E402
     Event,
     Message,
 )
-from nurture.runtime import open_runtime  # noqa: E402
+from nurture.runtime import freeze_loaded, open_runtime  # noqa: E402
 from nurture.seed import copy_project, seed_leads  # noqa: E402
 from nurture.transport import NullTransport  # noqa: E402
 
@@ -92,11 +93,13 @@ def setup(root: Path, count: int, *, send_time: bool = False) -> None:
 
 def engine_rate(root: Path, count: int) -> float:
     rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
+    freeze_loaded()  # as `nurture run` and `nurture worker` do before their loop
     started = time.perf_counter()
     report = rt.dispatcher.tick()
     elapsed = time.perf_counter() - started
     assert report.sent == count, f"expected {count} sent, got {report}"
     rt.database.dispose()
+    gc.unfreeze()
     return count / elapsed
 
 
@@ -106,6 +109,7 @@ def honest_rate(root: Path, count: int) -> float:
     message rows (all of the outbox's indexes and unique keys), update the enrollments,
     commit."""
     rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
+    freeze_loaded()  # as `nurture run` and `nurture worker` do before their loop
     piece = rt.project.content["discovery/hidden-cost-of-churn"]
     sender = rt.project.settings.sender.model_dump()
     domain = rt.dispatcher.domain
@@ -167,12 +171,14 @@ def honest_rate(root: Path, count: int) -> float:
     elapsed = time.perf_counter() - started
     assert sent == count, f"expected {count} sent, got {sent}"
     rt.database.dispose()
+    gc.unfreeze()
     return count / elapsed
 
 
 def floor_rate(root: Path, count: int) -> float:
     """One render of the same piece per email and one row insert per email, batched alike."""
     rt = open_runtime(root, clock=FixedClock(NOW), transport=NullTransport())
+    freeze_loaded()  # as `nurture run` and `nurture worker` do before their loop
     piece = rt.project.content["discovery/hidden-cost-of-churn"]
     variables = sample_variables([], rt.project.settings.sender.model_dump())
     scratch = Table(
@@ -196,6 +202,7 @@ def floor_rate(root: Path, count: int) -> float:
             session.execute(insert(scratch), rows)
     elapsed = time.perf_counter() - started
     rt.database.dispose()
+    gc.unfreeze()
     return count / elapsed
 
 

@@ -11,11 +11,17 @@ of CPU per email. Process time, not wall time: the machine is shared.
 the project (for instance an older commit's worktree) so both are measured by the same
 script; this script only uses what both have (open_runtime, seed_leads, copy_project).
 `--profile FILE` writes a cProfile of the last round's tick.
+
+Before the tick, the process is readied as `nurture run` and `nurture worker` ready theirs
+(`nurture.runtime.freeze_loaded`: what is loaded leaves the garbage collector's scans), when
+the tree has that; `--freeze` does the same (`gc.freeze()`) for a tree without it, so two
+trees are compared on their code alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -30,11 +36,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--freeze", action="store_true", help="gc.freeze() for any tree")
     args = parser.parse_args()
     tree = args.tree.resolve()
     sys.path.insert(0, str(tree))
 
     import nurture
+    from nurture import runtime as runtime_module
     from nurture.clock import FixedClock
     from nurture.runtime import open_runtime
     from nurture.seed import copy_project, seed_leads
@@ -50,6 +58,12 @@ def main() -> None:
             seed_leads(
                 rt.database, args.contacts, now, accounts=args.contacts, zones=["Europe/Paris"]
             )
+            ready = getattr(runtime_module, "freeze_loaded", None)
+            if ready is not None:
+                ready()
+            elif args.freeze:
+                gc.collect()
+                gc.freeze()
             profiler = None
             if args.profile and round_ == args.rounds - 1:
                 import cProfile
@@ -65,6 +79,7 @@ def main() -> None:
             rt.database.dispose()
         assert report.sent == args.contacts, f"expected {args.contacts} sent, got {report}"
         figures.append(spent / args.contacts * 1e6)
+        gc.unfreeze()
     print(
         f"{tree.name}: {args.contacts} due, CPU per email of tick(): "
         f"min {min(figures):.0f} / median {statistics.median(figures):.0f} / "

@@ -44,7 +44,7 @@ from nurture.models import MESSAGE_STATUSES, ApiKey, Contact
 from nurture.problems import ProjectError
 from nurture.project import Project, load_project
 from nurture.redact import redact_text
-from nurture.runtime import Runtime, check_start, database_url, open_runtime
+from nurture.runtime import Runtime, check_start, database_url, freeze_loaded, open_runtime
 from nurture.segments import Segment
 from nurture.transport import NullTransport, OutboxTransport
 from nurture.users import create_user, end_sessions, find_user, set_password
@@ -295,6 +295,7 @@ def run(obj: Context) -> None:
     server = waitress.create_server(create_app(runtime), host=host, port=int(port), threads=8)
     web = threading.Thread(target=server.run, name="web", daemon=True)
     scheduler = build_scheduler(runtime)
+    freeze_loaded()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     web.start()
@@ -353,6 +354,7 @@ def worker(
             transport=NullTransport() if dry_run else None,
         )
     )
+    freeze_loaded()
     stop = threading.Event()
 
     def on_sigterm(*_: object) -> None:

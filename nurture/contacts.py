@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -326,16 +327,36 @@ def _zone(name: str) -> ZoneInfo:
 
 def profile(contact: ContactLike, settings: Settings) -> dict[str, Any]:
     """Every profile field (None when unknown), custom fields included."""
-    as_dict = getattr(contact, "_asdict", None)  # a Row: one dict, then plain look-ups
-    if as_dict is not None:
-        plain = as_dict()
-        data: dict[str, Any] = {name: plain.get(name) for name in PROFILE_FIELDS}
+    columns = getattr(contact, "_fields", None)  # a Row: its values by position
+    if columns is not None:
+        names, pick = _pickers.get(columns) or _picker(columns)
+        data: dict[str, Any] = dict.fromkeys(PROFILE_FIELDS)
+        data.update(zip(names, pick(contact), strict=True))
     else:
         data = {name: getattr(contact, name, None) for name in PROFILE_FIELDS}
     data["email_domain"] = contact.email.rsplit("@", 1)[1]
     for name, spec in settings.custom_fields.items():
         data[name] = stored_custom(spec, (contact.custom or {}).get(name))
     return data
+
+
+def _picker(columns: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    """The profile fields a row of these columns has, and a getter of their values."""
+    names = tuple(name for name in PROFILE_FIELDS if name in columns)
+    positions = [columns.index(name) for name in names]
+    pick: Callable[[Any], tuple[Any, ...]]
+    if len(positions) > 1:
+        pick = itemgetter(*positions)
+    else:  # itemgetter of one position gives the value, not a tuple; of none, nothing
+        pick = lambda row: tuple(row[i] for i in positions)  # noqa: E731
+    if len(_pickers) > 64:
+        _pickers.clear()
+    _pickers[columns] = (names, pick)
+    return names, pick
+
+
+#: Row columns -> (the profile fields among them, their getter): a few shapes of row.
+_pickers: dict[tuple[str, ...], tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
 def condition_variables(

@@ -108,9 +108,7 @@ _UPDATE_ENROLLMENT = (
 #: The batch's reads, built once: a list of values in `IN (...)` bound when run (building
 #: `column.in_(values)` coerces each value, ~0.15 µs apiece, for every statement of a batch).
 _LOCK_CONTACTS = (
-    select(*_CLAIMED)
-    .where(Contact.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Contact.id)
+    select(*_CLAIMED).where(Contact.id.in_(bindparam("ids", expanding=True))).order_by(Contact.id)
 )
 _SUPPRESSIONS = select(Suppression.email, Suppression.reason).where(
     Suppression.email.in_(bindparam("emails", expanding=True))
