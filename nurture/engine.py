@@ -33,10 +33,10 @@ from nurture.content import render_email
 from nurture.core import sendtime
 from nurture.core.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
 from nurture.core.engagement import Engagement, Occurred
-from nurture.core.pacing import Policy
+from nurture.core.pacing import Policy, Runs
 from nurture.core.planner import Mark, Send
 from nurture.core.versions import Kind, Outline, outline, place
-from nurture.db import is_sqlite, lock_for_transaction, write_transaction
+from nurture.db import among, is_sqlite, lock_for_transaction, write_transaction
 from nurture.feedback import insert_new, suppress
 from nurture.journeys import perform
 from nurture.models import (
@@ -155,7 +155,8 @@ class History:
     #: `renamed_from:`, or whose send failed, is passed over and never inserted again.
     recorded: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     account: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
-    everyone: list[datetime] = field(default_factory=list)
+    #: The sender's sends, one entry per instant (a batch's emails share one).
+    everyone: Runs = field(default_factory=Runs)
     suppressed: dict[str, str] = field(default_factory=dict)
     #: What each person did, by real people only (journey conditions, wait_until).
     engagement: dict[int, Engagement] = field(default_factory=dict)
@@ -367,7 +368,7 @@ class Dispatcher:
         if not enrollments:
             return batch
         contact_ids = sorted({e.contact_id for e in enrollments})
-        lock = select(*_CLAIMED).where(Contact.id.in_(contact_ids))
+        lock = select(*_CLAIMED).where(among(self.database, Contact.id, contact_ids))
         lock = lock.order_by(Contact.id)
         if not is_sqlite(self.database):
             lock = lock.with_for_update()
@@ -419,12 +420,14 @@ class Dispatcher:
             lock_for_transaction(session, *sorted(keys))
         emails = [c.email for c in contacts.values()]
         for email, reason in session.connection().execute(
-            select(Suppression.email, Suppression.reason).where(Suppression.email.in_(emails))
+            select(Suppression.email, Suppression.reason).where(
+                among(self.database, Suppression.email, emails)
+            )
         ):
             history.suppressed[email] = reason
         for contact_id, content_id, sent_at, status in session.connection().execute(
             select(Message.contact_id, Message.content_id, Message.sent_at, Message.status)
-            .where(Message.contact_id.in_(list(contacts)))
+            .where(among(self.database, Message.contact_id, contacts))
             .order_by(Message.sent_at)
         ):
             piece = self.project.canonical(content_id)
@@ -454,12 +457,18 @@ class Dispatcher:
             # Two steps, so each uses its index: people of the accounts, then their recent sends.
             members = dict(
                 session.connection()
-                .execute(select(Contact.id, Contact.account).where(Contact.account.in_(accounts)))
+                .execute(
+                    select(Contact.id, Contact.account).where(
+                        among(self.database, Contact.account, accounts)
+                    )
+                )
                 .all()
             )
             for contact_id, sent_at in session.connection().execute(
                 select(Message.contact_id, Message.sent_at)
                 .where(
+                    # An IN list, not `among`: a plan for an array of unknown length may
+                    # read every recent send by the (sent_at, status) index instead.
                     Message.contact_id.in_(list(members)),
                     Message.sent_at >= now - timedelta(days=2),
                     Message.status.in_(COUNTED),
@@ -469,7 +478,7 @@ class Dispatcher:
                 history.account[members[contact_id] or ""].append(sent_at)
         if caps.rate_per_minute or caps.rate_per_hour:
             # The sender's sends over the longest rate window, as (instant, how many): a batch
-            # shares one instant, so this reads a row per batch, not one per email sent.
+            # shares one instant, so this reads and keeps a row per batch, not one per email.
             window = timedelta(hours=1) if caps.rate_per_hour else timedelta(minutes=1)
             for sent_at, count in session.connection().execute(
                 select(Message.sent_at, func.count())
@@ -477,7 +486,7 @@ class Dispatcher:
                 .group_by(Message.sent_at)
                 .order_by(Message.sent_at)
             ):
-                history.everyone.extend([sent_at] * count)
+                history.everyone.add(sent_at, count)
         return history
 
     def _journeys(self) -> bool:
@@ -492,7 +501,7 @@ class Dispatcher:
         clicked: dict[int, set[str]] = defaultdict(set)
         last: dict[int, dict[str, datetime]] = defaultdict(dict)
         events: dict[int, list[Occurred]] = defaultdict(list)
-        real = (Event.contact_id.in_(contact_ids), Event.machine.is_(None))
+        real = (among(self.database, Event.contact_id, contact_ids), Event.machine.is_(None))
         for contact_id, kind, at in session.connection().execute(
             select(Event.contact_id, Event.kind, func.max(Event.occurred_at))
             .where(*real)
@@ -531,7 +540,7 @@ class Dispatcher:
         by the reports job, read at most once an hour; see nurture/sendhours.py)."""
         for contact_id, at in session.connection().execute(
             select(Event.contact_id, Event.occurred_at).where(
-                Event.contact_id.in_(contact_ids),
+                among(self.database, Event.contact_id, contact_ids),
                 Event.kind.in_(_ENGAGED),
                 Event.machine.is_(None),
                 Event.occurred_at >= now - sendtime.LOOKBACK,
