@@ -357,7 +357,7 @@ def test_runs_read_as_the_sorted_list_of_every_send(
         listed = sorted([*listed, *[utc(2026, 3, 2, 8) + timedelta(minutes=minute)] * count])
     runs.append(utc(2026, 3, 2, 8, 20))
     listed = sorted([*listed, utc(2026, 3, 2, 8, 20)])
-    assert len(runs) == len(listed) and list(runs) == listed
+    assert len(runs) == len(listed) and list(runs) == listed and runs == listed
     assert [runs[i] for i in range(-len(listed), len(listed))] == listed + listed
     assert runs[1:-1] == listed[1:-1]
     for minute in probes:

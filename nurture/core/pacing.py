@@ -125,6 +125,14 @@ class Runs(Sequence[datetime]):
             raise IndexError(index)
         return self._at[bisect_right(self._ends, index)]
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same instants in the same order (a list of them)."""
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
     def __iter__(self) -> Iterator[datetime]:
         start = 0
         for instant, end in zip(self._at, self._ends, strict=True):
