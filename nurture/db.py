@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,9 +12,21 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _IMMEDIATE = "nurture_immediate"
@@ -55,6 +67,22 @@ def _sqlite_begin(connection: Any) -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def among(
+    engine: Engine, column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]
+) -> ColumnElement[bool]:
+    """`column IN values`, for the long lists of a batch (its people's ids, addresses).
+
+    PostgreSQL: `column = ANY(:values)`, the list bound as one array. An IN list binds one
+    parameter per value, so its statement is as long as the list: SQLAlchemy renders every
+    placeholder and psycopg parses the whole text again at each execution (too long for
+    its cache), then the server parses and plans it again; the array's statement is short
+    and always the same, so each of them does it once. SQLite: an IN list (no arrays)."""
+    listed = list(values)
+    if is_sqlite(engine):
+        return column.in_(listed)
+    return column == any_(bindparam(None, listed, type_=ARRAY(column.type)))
 
 
 def close(engine: Engine) -> None:

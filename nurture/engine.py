@@ -34,10 +34,10 @@ from nurture.content import render_email
 from nurture.core import sendtime
 from nurture.core.decisions import ACTIVE, WAITING, Defer, End, Idle, Later, Situation, next_action
 from nurture.core.engagement import Engagement, Occurred
-from nurture.core.pacing import Policy
+from nurture.core.pacing import Policy, Runs
 from nurture.core.planner import Mark, Send
 from nurture.core.versions import Kind, Outline, outline, place
-from nurture.db import is_sqlite, lock_for_transaction, write_transaction
+from nurture.db import among, is_sqlite, lock_for_transaction, write_transaction
 from nurture.feedback import insert_new, suppress
 from nurture.journeys import perform
 from nurture.models import (
@@ -105,42 +105,8 @@ _UPDATE_ENROLLMENT = (
     )
 )
 
-#: The batch's reads, built once: a list of values in `IN (...)` bound when run (building
-#: `column.in_(values)` coerces each value, ~0.15 µs apiece, for every statement of a batch).
-_LOCK_CONTACTS = (
-    select(*_CLAIMED).where(Contact.id.in_(bindparam("ids", expanding=True))).order_by(Contact.id)
-)
-_SUPPRESSIONS = select(Suppression.email, Suppression.reason).where(
-    Suppression.email.in_(bindparam("emails", expanding=True))
-)
-_SENDS_TO = (
-    select(Message.contact_id, Message.content_id, Message.sent_at, Message.status)
-    .where(Message.contact_id.in_(bindparam("ids", expanding=True)))
-    .order_by(Message.sent_at)
-)
-#: A batch's people's real events (machines' left out), for journeys and send_time.
-_REAL = (Event.contact_id.in_(bindparam("ids", expanding=True)), Event.machine.is_(None))
-_LAST_EVENTS = (
-    select(Event.contact_id, Event.kind, func.max(Event.occurred_at))
-    .where(*_REAL)
-    .group_by(Event.contact_id, Event.kind)
-)
-_OPENED_CLICKED = (
-    select(Event.contact_id, Event.kind, Message.content_id)
-    .join(Message, Message.id == Event.message_id)
-    .where(*_REAL, Event.kind.in_(("email_opened", "email_clicked")))
-    .distinct()
-)
-_WATCHED_EVENTS = (
-    select(Event.contact_id, Event.kind, Event.occurred_at, Event.properties)
-    .where(*_REAL, Event.kind.in_(bindparam("kinds", expanding=True)))
-    .order_by(Event.occurred_at, Event.id)
-)
-_ENGAGED_SINCE = select(Event.contact_id, Event.occurred_at).where(
-    *_REAL,
-    Event.kind.in_(sendtime.ENGAGED),
-    Event.occurred_at >= bindparam("since", type_=Event.occurred_at.type),
-)
+#: The event kinds send_time reads (a person's real ones only).
+_ENGAGED = sendtime.ENGAGED
 
 #: The outcome of each message not sent, in one statement for a chunk (executemany).
 _SETTLE = (
@@ -211,7 +177,8 @@ class History:
     #: `renamed_from:`, or whose send failed, is passed over and never inserted again.
     recorded: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     account: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
-    everyone: list[datetime] = field(default_factory=list)
+    #: The sender's sends, one entry per instant (a batch's emails share one).
+    everyone: Runs = field(default_factory=Runs)
     suppressed: dict[str, str] = field(default_factory=dict)
     #: What each person did, by real people only (journey conditions, wait_until).
     engagement: dict[int, Engagement] = field(default_factory=dict)
@@ -424,8 +391,11 @@ class Dispatcher:
         if not enrollments:
             return batch
         contact_ids = sorted({e.contact_id for e in enrollments})
-        lock = _LOCK_CONTACTS if is_sqlite(self.database) else _LOCK_CONTACTS.with_for_update()
-        contacts = {c.id: c for c in session.connection().execute(lock, {"ids": contact_ids})}
+        lock = select(*_CLAIMED).where(among(self.database, Contact.id, contact_ids))
+        lock = lock.order_by(Contact.id)
+        if not is_sqlite(self.database):
+            lock = lock.with_for_update()
+        contacts = {c.id: c for c in session.connection().execute(lock)}
         phase_of = self.project.settings.phase_of
         engaged: set[int] = set()
         timed: set[int] = set()
@@ -472,10 +442,16 @@ class Dispatcher:
                 keys.append("sender-rate")
             lock_for_transaction(session, *sorted(keys))
         emails = [c.email for c in contacts.values()]
-        for email, reason in session.connection().execute(_SUPPRESSIONS, {"emails": emails}):
+        for email, reason in session.connection().execute(
+            select(Suppression.email, Suppression.reason).where(
+                among(self.database, Suppression.email, emails)
+            )
+        ):
             history.suppressed[email] = reason
         for contact_id, content_id, sent_at, status in session.connection().execute(
-            _SENDS_TO, {"ids": list(contacts)}
+            select(Message.contact_id, Message.content_id, Message.sent_at, Message.status)
+            .where(among(self.database, Message.contact_id, contacts))
+            .order_by(Message.sent_at)
         ):
             piece = self.project.canonical(content_id)
             history.recorded[contact_id].add(piece)
@@ -504,12 +480,18 @@ class Dispatcher:
             # Two steps, so each uses its index: people of the accounts, then their recent sends.
             members = dict(
                 session.connection()
-                .execute(select(Contact.id, Contact.account).where(Contact.account.in_(accounts)))
+                .execute(
+                    select(Contact.id, Contact.account).where(
+                        among(self.database, Contact.account, accounts)
+                    )
+                )
                 .all()
             )
             for contact_id, sent_at in session.connection().execute(
                 select(Message.contact_id, Message.sent_at)
                 .where(
+                    # An IN list, not `among`: a plan for an array of unknown length may
+                    # read every recent send by the (sent_at, status) index instead.
                     Message.contact_id.in_(list(members)),
                     Message.sent_at >= now - timedelta(days=2),
                     Message.status.in_(COUNTED),
@@ -519,7 +501,7 @@ class Dispatcher:
                 history.account[members[contact_id] or ""].append(sent_at)
         if caps.rate_per_minute or caps.rate_per_hour:
             # The sender's sends over the longest rate window, as (instant, how many): a batch
-            # shares one instant, so this reads a row per batch, not one per email sent.
+            # shares one instant, so this reads and keeps a row per batch, not one per email.
             window = timedelta(hours=1) if caps.rate_per_hour else timedelta(minutes=1)
             for sent_at, count in session.connection().execute(
                 select(Message.sent_at, func.count())
@@ -527,7 +509,7 @@ class Dispatcher:
                 .group_by(Message.sent_at)
                 .order_by(Message.sent_at)
             ):
-                history.everyone.extend([sent_at] * count)
+                history.everyone.add(sent_at, count)
         return history
 
     def _journeys(self) -> bool:
@@ -542,16 +524,27 @@ class Dispatcher:
         clicked: dict[int, set[str]] = defaultdict(set)
         last: dict[int, dict[str, datetime]] = defaultdict(dict)
         events: dict[int, list[Occurred]] = defaultdict(list)
-        ids = {"ids": contact_ids}
-        for contact_id, kind, at in session.connection().execute(_LAST_EVENTS, ids):
+        real = (among(self.database, Event.contact_id, contact_ids), Event.machine.is_(None))
+        for contact_id, kind, at in session.connection().execute(
+            select(Event.contact_id, Event.kind, func.max(Event.occurred_at))
+            .where(*real)
+            .group_by(Event.contact_id, Event.kind)
+        ):
             last[contact_id][kind] = at
-        for contact_id, kind, content_id in session.connection().execute(_OPENED_CLICKED, ids):
+        for contact_id, kind, content_id in session.connection().execute(
+            select(Event.contact_id, Event.kind, Message.content_id)
+            .join(Message, Message.id == Event.message_id)
+            .where(*real, Event.kind.in_(("email_opened", "email_clicked")))
+            .distinct()
+        ):
             target = opened if kind == "email_opened" else clicked
             target[contact_id].add(self.project.canonical(content_id))
         watched = set().union(*(w.waits_on for w in self.project.workflows.values()))
         if watched:
             for contact_id, kind, at, properties in session.connection().execute(
-                _WATCHED_EVENTS, {**ids, "kinds": sorted(watched)}
+                select(Event.contact_id, Event.kind, Event.occurred_at, Event.properties)
+                .where(*real, Event.kind.in_(sorted(watched)))
+                .order_by(Event.occurred_at, Event.id)
             ):
                 events[contact_id].append(Occurred(kind, at, properties or {}))
         for contact_id in contact_ids:
@@ -569,7 +562,12 @@ class Dispatcher:
         `sendtime.LOOKBACK` (one read per batch), and everyone's per local hour (tallied
         by the reports job, read at most once an hour; see nurture/sendhours.py)."""
         for contact_id, at in session.connection().execute(
-            _ENGAGED_SINCE, {"ids": contact_ids, "since": now - sendtime.LOOKBACK}
+            select(Event.contact_id, Event.occurred_at).where(
+                among(self.database, Event.contact_id, contact_ids),
+                Event.kind.in_(_ENGAGED),
+                Event.machine.is_(None),
+                Event.occurred_at >= now - sendtime.LOOKBACK,
+            )
         ):
             history.engaged_at[contact_id].append(at)
         if self._hours is None or not now - _HOURS_KEPT < self._hours[0] <= now:

@@ -1,7 +1,10 @@
 """The periodic jobs besides the dispatch tick, each a function of the runtime and `now`.
 
 Jobs that must run once in a whole cluster (decay, stale recycling) take a PostgreSQL
-advisory lock; on SQLite one process runs everything.
+advisory lock; on SQLite one process runs everything. A process asked to stop
+(`Dispatcher.stop()`, on SIGTERM) starts no other job, and the jobs that work in chunks
+(decay, fit rescoring, stale recycling, outgoing deliveries) end after the chunk in hand:
+each chunk is its own transaction, and what is left is taken up at the next run.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Engine as Database
-from sqlalchemy import select, text
+from sqlalchemy import Table, bindparam, insert, select, text, update
 
 from nurture import lift, sendhours
 from nurture.config import Settings
@@ -66,56 +69,78 @@ _TRY_JOB_LOCK = text("SELECT pg_try_advisory_lock(hashtext(current_schema()), ha
 _JOB_UNLOCK = text("SELECT pg_advisory_unlock(hashtext(current_schema()), hashtext(:k))")
 
 
+_contacts = cast(Table, Contact.__table__)
+_DECAYED = (
+    update(_contacts)
+    .where(_contacts.c.id == bindparam("b_id"))
+    .values(engagement=bindparam("engagement"), engagement_at=bindparam("engagement_at"))
+)
+
+
 def decay_scores(runtime: Runtime, now: datetime, batch: int = 1000) -> int:
     """Write decayed engagement back to the contacts, with a ledger line each; how many.
 
-    Streams the contacts in id order, `batch` at a time, each batch its own transaction.
+    Streams the contacts in id order, `batch` at a time, each batch its own transaction
+    (three columns read and two statements written per batch, without the ORM), until done
+    or the process is asked to stop. On PostgreSQL the rows read are locked, skipping those
+    another transaction holds (an event being recorded, a batch being dispatched): no
+    update is lost, nobody waits, and a skipped contact is rewritten at the next run
+    (readers compute the current value from (engagement, engagement_at) meanwhile).
     """
     rules = runtime.project.settings.scoring.engagement
     if rules.half_life is None and rules.decay is None:
         return 0
     label = decay_label(rules)
+    stop = runtime.dispatcher.stopping
     changed, last_id = 0, 0
-    while True:
+    while not stop.is_set():
         with write_transaction(runtime.database) as session:
-            rows = list(
-                session.scalars(
-                    select(Contact)
-                    .where(Contact.id > last_id, Contact.engagement != 0)
-                    .order_by(Contact.id)
-                    .limit(batch)
-                )
+            chunk = (
+                select(_contacts.c.id, _contacts.c.engagement, _contacts.c.engagement_at)
+                .where(_contacts.c.id > last_id, _contacts.c.engagement != 0)
+                .order_by(_contacts.c.id)
+                .limit(batch)
             )
-            for contact in rows:
-                value, anchor = decayed(contact.engagement, contact.engagement_at, now, rules)
-                lost = contact.engagement - value
+            if not is_sqlite(runtime.database):
+                chunk = chunk.with_for_update(skip_locked=True)
+            connection = session.connection()
+            rows = connection.execute(chunk).all()
+            values, lines = [], []
+            for contact_id, engagement, engagement_at in rows:
+                value, anchor = decayed(engagement, engagement_at, now, rules)
+                lost = engagement - value
                 if abs(lost) < DECAY_STEP and abs(value) >= NEGLIGIBLE:
                     continue
-                session.add(
-                    ScoreChange(
-                        contact_id=contact.id,
-                        at=now,
-                        axis="engagement",
-                        points=-lost,
-                        value_after=value,
-                        rule=label,
-                    )
+                values.append({"b_id": contact_id, "engagement": value, "engagement_at": anchor})
+                lines.append(
+                    {
+                        "contact_id": contact_id,
+                        "at": now,
+                        "axis": "engagement",
+                        "points": -lost,
+                        "value_after": value,
+                        "rule": label,
+                    }
                 )
-                contact.engagement, contact.engagement_at = value, anchor
-                changed += 1
+            if values:
+                connection.execute(_DECAYED, values)
+                connection.execute(insert(ScoreChange), lines)
+                changed += len(values)
         if len(rows) < batch:
-            return changed
+            break
         last_id = rows[-1].id
+    return changed
 
 
 def recycle_job(runtime: Runtime, now: datetime) -> int:
     total = 0
-    while True:
+    while not runtime.dispatcher.stopping.is_set():
         with write_transaction(runtime.database) as session:
             count = recycle_stale(session, runtime.project, now)
         total += count
         if count == 0:
-            return total
+            break
+    return total
 
 
 def promote_job(runtime: Runtime, now: datetime) -> int:
@@ -171,7 +196,9 @@ def refresh_reports(runtime: Runtime, now: datetime) -> None:
 
 def rescore(runtime: Runtime, now: datetime) -> Rescored | None:
     """At start and after a reload: rescore everyone if the fit rules changed."""
-    return rescore_if_changed(runtime.project, runtime.database, now)
+    return rescore_if_changed(
+        runtime.project, runtime.database, now, stop=runtime.dispatcher.stopping
+    )
 
 
 def _log_dispatch(report: TickReport) -> None:
@@ -322,10 +349,11 @@ def turn(job: Periodic[Any], database: Database) -> Iterator[bool]:
 
 def run_periodic(runtime: Runtime, now: datetime) -> dict[str, int]:
     """One round of every periodic job `in_round` (what `nurture tick` and the simulator
-    call): what each did, by name; a job another process holds is left out."""
+    call): what each did, by name; a job another process holds is left out, and so are
+    the jobs not started when the process is asked to stop."""
     done: dict[str, int] = {}
     for job in JOBS:
-        if job.in_round:
+        if job.in_round and not runtime.dispatcher.stopping.is_set():
             with turn(job, runtime.database) as mine:
                 if mine:
                     done.update(job.counts(job.run(runtime, now)))

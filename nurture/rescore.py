@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,12 +121,17 @@ def rescore_all(
     *,
     batch: int = BATCH,
     progress: Callable[[int], None] = lambda n: None,
+    stop: threading.Event | None = None,
 ) -> Rescored:
     """Every contact's fit under the current rules, `batch` contacts a transaction (in id
-    order, their rows locked), then the newest rule set marked done."""
+    order, their rows locked), then the newest rule set marked done. Once `stop` is set,
+    the pass ends after the batch in hand, the rule set left pending: the next pass takes
+    it up."""
     result = Rescored(cause)
     last_id = 0
     while True:
+        if stop is not None and stop.is_set():
+            return result
         with write_transaction(database) as session:
             rows = list(
                 session.scalars(
@@ -167,9 +173,11 @@ def rescore_if_changed(
     force: bool = False,
     batch: int = BATCH,
     progress: Callable[[int], None] = lambda n: None,
+    stop: threading.Event | None = None,
 ) -> Rescored | None:
-    """Rescore everyone when the fit rules differ from those the stored fits follow."""
+    """Rescore everyone when the fit rules differ from those the stored fits follow (until
+    `stop` is set: `rescore_all`)."""
     cause = pending(database, project.settings, now, force=force)
     if cause is None:
         return None
-    return rescore_all(project, database, now, cause, batch=batch, progress=progress)
+    return rescore_all(project, database, now, cause, batch=batch, progress=progress, stop=stop)

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def scheduled(job: jobs.Periodic[Any], runtime: Runtime) -> None:
-    """What the scheduler runs every `job.every`: the job at the runtime's `now`, logged."""
+    """What the scheduler runs every `job.every`: the job at the runtime's `now`, logged;
+    nothing once the process is asked to stop."""
+    if runtime.dispatcher.stopping.is_set():
+        return
     with jobs.turn(job, runtime.database) as mine:
         if not mine:
             return

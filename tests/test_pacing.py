@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nurture.core.pacing import WEEK, Decision, Policy, decide
+from nurture.core.pacing import WEEK, Decision, Policy, Runs, decide
 from nurture.core.sendtime import MAX_DELAY, Choice, place
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -338,3 +339,42 @@ def test_sunset_after_n_emails_without_engagement(
         assert decision.send_at is None and decision.holds[0].rule == "sunset"
     else:
         assert decision.send_at is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 4)), max_size=30),
+    st.lists(st.integers(-2, 42), max_size=10),
+)
+def test_runs_read_as_the_sorted_list_of_every_send(
+    added: list[tuple[int, int]], probes: list[int]
+) -> None:
+    """The sender's sends kept as runs (an instant and how many) read as the sorted list
+    of them all, whatever order the instants come in: length, items, bisection, slices."""
+    runs, listed = Runs(), []
+    for minute, count in added:
+        runs.add(utc(2026, 3, 2, 8) + timedelta(minutes=minute), count)
+        listed = sorted([*listed, *[utc(2026, 3, 2, 8) + timedelta(minutes=minute)] * count])
+    runs.append(utc(2026, 3, 2, 8, 20))
+    listed = sorted([*listed, utc(2026, 3, 2, 8, 20)])
+    assert len(runs) == len(listed) and list(runs) == listed and runs == listed
+    assert [runs[i] for i in range(-len(listed), len(listed))] == listed + listed
+    assert runs[1:-1] == listed[1:-1]
+    for minute in probes:
+        at = utc(2026, 3, 2, 8) + timedelta(minutes=minute)
+        assert bisect_left(runs, at) == bisect_left(listed, at)
+        assert bisect_right(runs, at) == bisect_right(listed, at)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_a_decision_reads_the_senders_runs_as_their_list(case: Case) -> None:
+    now, sent, policy, zone, account, everyone = case
+    runs = Runs()
+    for at in reversed(everyone):
+        runs.append(at)
+    assert decide(
+        now=now, sent=sent, policy=policy, zone=zone, account_sent=account, global_sent=runs
+    ) == decide(
+        now=now, sent=sent, policy=policy, zone=zone, account_sent=account, global_sent=everyone
+    )

@@ -9,11 +9,12 @@ spans of constant UTC offset.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import NamedTuple
+from itertools import repeat
+from typing import NamedTuple, overload
 from zoneinfo import ZoneInfo
 
 from nurture.core.words import counted
@@ -71,6 +72,72 @@ class Decision:
     @property
     def reason(self) -> str:
         return "; ".join(hold.detail for hold in self.holds)
+
+
+class Runs(Sequence[datetime]):
+    """Instants in order, held as runs of one instant repeated: the sends of a whole sender
+    (`global_sent`), where every email of a dispatch batch shares its batch's instant. It
+    reads as the sorted list of every send (length, index, `bisect`) while it holds one
+    entry per instant: building it from an hour of sends costs the batches of that hour,
+    not their emails."""
+
+    def __init__(self, runs: Iterable[tuple[datetime, int]] = ()) -> None:
+        self._at: list[datetime] = []
+        #: How many sends up to and including each run.
+        self._ends: list[int] = []
+        for instant, count in runs:
+            self.add(instant, count)
+
+    def add(self, instant: datetime, count: int = 1) -> None:
+        """`count` more sends at `instant`, wherever it falls in the order."""
+        if count <= 0:
+            return
+        index = bisect_left(self._at, instant)
+        if index < len(self._at) and self._at[index] == instant:
+            pass
+        elif index == len(self._at):
+            self._at.append(instant)
+            self._ends.append(self._ends[-1] if self._ends else 0)
+        else:
+            self._at.insert(index, instant)
+            self._ends.insert(index, self._ends[index - 1] if index else 0)
+        for later in range(index, len(self._ends)):
+            self._ends[later] += count
+
+    def append(self, instant: datetime) -> None:
+        self.add(instant)
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> datetime: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[datetime]: ...
+
+    def __getitem__(self, index: int | slice) -> datetime | list[datetime]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._at[bisect_right(self._ends, index)]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same instants in the same order (a list of them)."""
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __iter__(self) -> Iterator[datetime]:
+        start = 0
+        for instant, end in zip(self._at, self._ends, strict=True):
+            yield from repeat(instant, end - start)
+            start = end
 
 
 class _History(NamedTuple):
