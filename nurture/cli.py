@@ -66,6 +66,19 @@ class Context:
         return _or_exit(lambda: open_runtime(self.root, database=self.database))
 
 
+def _wait_for(stop: threading.Event) -> None:
+    """Block the main thread until `stop` is set by a signal handler (SIGTERM, Ctrl-C).
+
+    Python runs signal handlers in the main thread only, between two bytecodes; the kernel
+    may deliver SIGTERM to any thread (the web server's, the scheduler's), which then only
+    marks it pending. A main thread blocked in `stop.wait()` with no timeout is never woken
+    to run the handler, and the process ignores the signal (seen: `nurture run` still up a
+    minute after SIGTERM, one start in five with four others beside it). Waking every half
+    second runs a pending handler within that time."""
+    while not stop.wait(0.5):
+        pass
+
+
 def _or_exit(load: Callable[[], T]) -> T:
     try:
         return load()
@@ -309,7 +322,7 @@ def run(obj: Context) -> None:
         f"(emails point to {settings.base_url}). Ctrl-C stops."
     )
     try:
-        stop.wait()
+        _wait_for(stop)
     except KeyboardInterrupt:
         pass
     finally:
@@ -376,7 +389,7 @@ def worker(
     scheduler = build_scheduler(runtime)
     scheduler.start()
     try:
-        stop.wait()
+        _wait_for(stop)
     except KeyboardInterrupt:
         pass
     finally:
@@ -679,7 +692,7 @@ def demo(obj: Context, days: int, contacts: int, port: int) -> None:
     web = threading.Thread(target=server.run, name="web", daemon=True)
     web.start()
     try:
-        stop.wait()
+        _wait_for(stop)
     except KeyboardInterrupt:
         pass
     finally:
