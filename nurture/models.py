@@ -531,7 +531,15 @@ class JourneyStep(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "entered_at", "step_key", "way"),
         Index("ix_journey_steps_contact", "contact_id", "at"),
-        Index("ix_journey_steps_due", "status", "next_attempt_at"),
+        # Only the webhooks still to deliver: the ways taken, waits and other actions (one
+        # or more per email sent) have no attempt to make and stay out of this index.
+        Index(
+            "ix_journey_steps_due",
+            "status",
+            "next_attempt_at",
+            sqlite_where=text("next_attempt_at IS NOT NULL"),
+            postgresql_where=text("next_attempt_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

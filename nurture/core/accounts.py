@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from nurture.config import DISQUALIFIED, Settings
 from nurture.contacts import ContactLike, current_engagement
+from nurture.core.values import value
 
 
-@dataclass(frozen=True)
+@value
 class AccountScore:
     people: int
     fit: float

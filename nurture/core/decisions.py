@@ -18,6 +18,7 @@ from nurture.core import sendtime
 from nurture.core.engagement import Engagement, waiting_reason
 from nurture.core.pacing import Decision, Policy, decide
 from nurture.core.planner import Exhausted, Mark, Send, WaitUntil, plan_next
+from nurture.core.values import value
 from nurture.core.versions import gone
 from nurture.phases import Phase
 from nurture.vocabulary import EnrollmentStatus
@@ -69,13 +70,13 @@ class Situation:
     recorded: Set[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@value
 class End:
     status: str
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class Idle:
     """Nothing to do until something changes (a stage, new content, a resume) or `until`."""
 
@@ -86,7 +87,7 @@ class Idle:
     marks: tuple[Mark, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class Later:
     """The next step's own wait has not run out (`reason` set: a wait_until waits for an
     event, and the event wakes the person before `until`)."""
@@ -98,7 +99,7 @@ class Later:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
+@value
 class Defer:
     """A cap holds the next email: it goes at `decision.send_at`, for `decision.reason`."""
 
@@ -108,7 +109,7 @@ class Defer:
     marks: tuple[Mark, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class Go:
     """Send `plan.step` now; afterwards the enrollment is due at `next_due` (None: waits),
     at `places` (past the journey steps that follow at once: a branch taken, a wait

@@ -9,13 +9,14 @@ never in it) and the planner evaluates conditions against it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any
 
 from jinja2 import nodes
 
 from nurture import expressions
+from nurture.core.values import value
 from nurture.durations import parse_duration
 
 BASE_NAMES = expressions.BASE_NAMES
@@ -24,7 +25,7 @@ FUNCTIONS = frozenset({"clicked", "opened", "received", "did"})
 _CONTENT_FUNCTIONS = ("clicked", "opened", "received")
 
 
-@dataclass(frozen=True)
+@value
 class Occurred:
     """One real event of a kind some wait_until waits for."""
 
@@ -33,7 +34,7 @@ class Occurred:
     properties: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@value
 class Engagement:
     """What one person did, by real people only. Content ids are canonical (renames applied)."""
 

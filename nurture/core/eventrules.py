@@ -22,12 +22,13 @@ from nurture.core.engagement import WAITS_FOR
 from nurture.core.holdouts import HOLDOUT, held_out
 from nurture.core.scoring import Change, as_of, engagement_changes, fit_score
 from nurture.core.stages import Move, next_stage
+from nurture.core.values import value
 from nurture.workflows import Workflow
 
 OPEN_STATUSES = (ACTIVE, WAITING, PAUSED)
 
 
-@dataclass(frozen=True)
+@value
 class Incoming:
     """One event to record; `email` is normalized."""
 
@@ -259,8 +260,8 @@ def _event(
 
 
 def _set(person: Person, **values: Any) -> None:
-    for name, value in values.items():
-        setattr(person, name, value)
+    for name, given in values.items():
+        setattr(person, name, given)
     person.changed.update(values)
 
 

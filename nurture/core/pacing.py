@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import repeat
 from typing import NamedTuple, overload
 from zoneinfo import ZoneInfo
 
+from nurture.core.values import value
 from nurture.core.words import counted
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -27,7 +28,7 @@ _MAX_ROUNDS = 64
 _SPAN = timedelta(days=3)
 
 
-@dataclass(frozen=True)
+@value
 class Policy:
     """The caps for one email. `None` switches an optional cap off."""
 
@@ -51,7 +52,7 @@ class Policy:
         return local >= self.quiet_start or local < self.quiet_end
 
 
-@dataclass(frozen=True)
+@value
 class Hold:
     """One rule that keeps the email from going now."""
 
@@ -60,7 +61,7 @@ class Hold:
     until: datetime | None
 
 
-@dataclass(frozen=True)
+@value
 class Decision:
     send_at: datetime | None
     holds: tuple[Hold, ...] = field(default=())

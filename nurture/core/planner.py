@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any
 
 from nurture import expressions
 from nurture.core.engagement import Engagement, functions
+from nurture.core.values import value
 from nurture.core.versions import SINCE, past
 from nurture.phases import Phase
 from nurture.workflows import ActionStep, Branch, Node, Split, Step, WaitFor, Workflow
@@ -33,7 +34,7 @@ def since_key(phase: str) -> str:
     return f"{SINCE}{phase}"
 
 
-@dataclass(frozen=True)
+@value
 class Mark:
     """A journey step done on the way: a way taken (`way`: then, else or a path id), a wait
     started (`way` "waiting"), or an action done (`action`)."""
@@ -44,7 +45,7 @@ class Mark:
     action: ActionStep | None = None
 
 
-@dataclass(frozen=True)
+@value
 class Send:
     step: Step
     phase: Phase
@@ -56,7 +57,7 @@ class Send:
     marks: tuple[Mark, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class WaitUntil:
     """The next step exists but its wait has not run out (or, `event` set: a wait_until
     waits for that event until `until`)."""
@@ -68,7 +69,7 @@ class WaitUntil:
     event: str | None = None
 
 
-@dataclass(frozen=True)
+@value
 class Exhausted:
     """Nothing left to send in this phase: the person waits for new content or a new stage."""
 
@@ -82,7 +83,7 @@ Plan = Send | WaitUntil | Exhausted
 _NOTHING = Engagement()
 
 
-@dataclass(frozen=True)
+@value
 class _Index:
     """Where each step sits in a track's tree."""
 
@@ -91,22 +92,26 @@ class _Index:
     position: dict[str, tuple[list[Node], int, str | None]]
     #: arm key -> (the compound step, the arm's steps)
     arms: dict[str, tuple[Node, list[Node]]]
+    #: The places' key of when the track's last wait_until started or ended.
+    since: str
 
 
 _indexes: dict[tuple[int, str], tuple[Workflow, _Index]] = {}
+#: The steps with ways to take.
+_COMPOUND = (Branch, WaitFor, Split)
 
 
 def _index(workflow: Workflow, phase: Phase) -> _Index:
     cached = _indexes.get((id(workflow), phase))
     if cached is not None and cached[0] is workflow:
         return cached[1]
-    index = _Index({}, {}, {})
+    index = _Index({}, {}, {}, since_key(phase))
 
     def visit(steps: list[Node], arm: str | None) -> None:
         for number, step in enumerate(steps):
             index.nodes[step.key] = step
             index.position[step.key] = (steps, number, arm)
-            if isinstance(step, (Branch, WaitFor, Split)):
+            if isinstance(step, _COMPOUND):
                 for key, inner in step.arms():
                     index.arms[key] = (step, inner)
                     visit(inner, key)
@@ -129,6 +134,23 @@ def _after(index: _Index, key: str) -> Node | None:
 def _enter(index: _Index, arm: str) -> Node | None:
     compound, steps = index.arms[arm]
     return steps[0] if steps else _after(index, compound.key)
+
+
+def _take(
+    index: _Index,
+    places: Places,
+    marks: list[Mark],
+    phase: str,
+    compound: Node,
+    way: str,
+    at: datetime,
+) -> Node | None:
+    """Take `way` of a branch, split or wait: the person's place becomes its arm; what
+    they meet first there (or after it, when the arm is empty)."""
+    arm = f"{compound.key}#{way}"
+    places[phase] = arm
+    marks.append(Mark(compound.key, way, at))
+    return _enter(index, arm)
 
 
 def choose_path(split: Split, who: str, workflow: str) -> str:
@@ -182,18 +204,12 @@ def plan_next(
         )
     index = _index(workflow, phase)
     did = engagement or _NOTHING
+    # What conditions see, built at the first condition met (most plans meet none).
     scope: dict[str, Any] | None = None
-
-    def holds(condition: str) -> bool:
-        nonlocal scope
-        if scope is None:
-            scope = {**variables, **functions(did, received, now)}
-        return expressions.evaluate(condition, scope)
-
     marks: list[Mark] = []
     skipped: list[str] = []
     pointer = updated.get(phase)
-    waited = updated.get(since_key(phase))
+    waited = updated.get(index.since)
     floor = max(since, datetime.fromisoformat(waited)) if waited else since
     node: Node | None
     if pointer is None:
@@ -203,7 +219,7 @@ def plan_next(
     elif pointer in index.nodes:
         found = index.nodes[pointer]
         # At a branch, split or wait not decided yet: decide it; after anything else: go on.
-        node = found if isinstance(found, (Branch, WaitFor, Split)) else _after(index, pointer)
+        node = found if isinstance(found, _COMPOUND) else _after(index, pointer)
     elif pointer == past(pointer[:-1]) and pointer[:-1] in index.nodes:
         node = _after(index, pointer[:-1])  # done with it (an edit removed their way of it)
     else:
@@ -213,59 +229,60 @@ def plan_next(
             updated,
         )
 
-    def take(compound: Node, way: str, at: datetime) -> Node | None:
-        arm = f"{compound.key}#{way}"
-        updated[phase] = arm
-        marks.append(Mark(compound.key, way, at))
-        return _enter(index, arm)
-
     while node is not None:
-        arrived = updated.get(phase) == node.key
-        if not arrived:
-            due = floor + node.wait
+        key = node.key
+        if updated.get(phase) != key:
             if isinstance(node, Step) and (node.content in received or node.content in recorded):
-                updated[phase] = node.key
-                node = _after(index, node.key)
+                updated[phase] = key
+                node = _after(index, key)
                 continue
+            due = floor + node.wait
             if due > now:
                 return WaitUntil(due, node, updated, tuple(marks))
+            arrived = False
+        else:
+            arrived = True
         if isinstance(node, Step):
-            if node.when is not None and not holds(node.when):
-                skipped.append(node.content)
-                updated[phase] = node.key
-                node = _after(index, node.key)
-                continue
-            return Send(
-                node, phase, {**updated, phase: node.key}, updated, tuple(skipped), tuple(marks)
-            )
+            if node.when is not None:
+                scope = scope or {**variables, **functions(did, received, now)}
+                if not expressions.evaluate(node.when, scope):
+                    skipped.append(node.content)
+                    updated[phase] = key
+                    node = _after(index, key)
+                    continue
+            return Send(node, phase, {**updated, phase: key}, updated, tuple(skipped), tuple(marks))
         if isinstance(node, Branch):
-            node = take(node, "then" if holds(node.if_) else "else", now)
+            scope = scope or {**variables, **functions(did, received, now)}
+            way = "then" if expressions.evaluate(node.if_, scope) else "else"
+            node = _take(index, updated, marks, phase, node, way, now)
         elif isinstance(node, Split):
-            node = take(node, choose_path(node, who, workflow.id), now)
+            node = _take(
+                index, updated, marks, phase, node, choose_path(node, who, workflow.id), now
+            )
         elif isinstance(node, ActionStep):
-            updated[phase] = node.key
-            marks.append(Mark(node.key, node.action.kind, now, node))
-            node = _after(index, node.key)
+            updated[phase] = key
+            marks.append(Mark(key, node.action.kind, now, node))
+            node = _after(index, key)
         else:
             until = node.wait_until
-            if arrived and updated.get(since_key(phase)):
-                start = datetime.fromisoformat(updated[since_key(phase)])
+            if arrived and updated.get(index.since):
+                start = datetime.fromisoformat(updated[index.since])
             else:
                 start = now
-                updated[phase] = node.key
-                updated[since_key(phase)] = start.isoformat()
-                marks.append(Mark(node.key, "waiting", start))
+                updated[phase] = key
+                updated[index.since] = start.isoformat()
+                marks.append(Mark(key, "waiting", start))
             counted = entered if until.counts_from == "entry" and entered else start
             came = did.came(until.event, min(counted, start), until.where, variables)
             deadline = start + until.timeout
             if came is not None:
                 floor = max(floor, came.at, start)
-                updated[since_key(phase)] = floor.isoformat()
-                node = take(node, "then", max(came.at, start))
+                updated[index.since] = floor.isoformat()
+                node = _take(index, updated, marks, phase, node, "then", max(came.at, start))
             elif now >= deadline:
                 floor = max(floor, deadline)
-                updated[since_key(phase)] = floor.isoformat()
-                node = take(node, "else", deadline)
+                updated[index.since] = floor.isoformat()
+                node = _take(index, updated, marks, phase, node, "else", deadline)
             else:
                 return WaitUntil(deadline, node, updated, tuple(marks), until.event)
     return Exhausted(f"all {phase} content of {workflow.id} sent", updated, tuple(marks))

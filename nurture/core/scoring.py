@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from nurture import expressions
 from nurture.config import Engagement, EngagementRule, FitRule
+from nurture.core.values import value
 from nurture.durations import format_duration
 
 
-@dataclass(frozen=True)
+@value
 class Change:
     """Points to add on one axis, and the rule that gives them."""
 

@@ -14,12 +14,12 @@ hour once: when that hold runs out, it goes as the caps say.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from nurture.core.pacing import Decision, Hold, Policy
+from nurture.core.values import value
 
 #: A real open or click loses half its weight every 30 days.
 HALF_LIFE = timedelta(days=30)
@@ -37,7 +37,7 @@ RULE = "send_time"
 MARK = "send time: "
 
 
-@dataclass(frozen=True)
+@value
 class Hours:
     """Real engagement per local hour (index 0-23), weighed by age; `events` counted."""
 
@@ -45,7 +45,7 @@ class Hours:
     events: int = 0
 
 
-@dataclass(frozen=True)
+@value
 class Choice:
     """The hour an email should go at, and why, in words."""
 

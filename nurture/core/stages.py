@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from nurture import expressions
 from nurture.config import DISQUALIFIED, FIRST_STAGE, Disqualify, Stage
+from nurture.core.values import value
 
 
-@dataclass(frozen=True)
+@value
 class Move:
     to_stage: str
     reason: str

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from nurture.core.values import value
 
-@dataclass(frozen=True)
+
+@value
 class Throttle:
     account_limit: int = 5
     address_limit: int = 20

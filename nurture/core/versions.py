@@ -30,11 +30,11 @@ before and still has nothing left continues as they were).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence, Set
-from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+from nurture.core.values import value
 from nurture.workflows import Node, Workflow, _Compound
 
 #: The start of every reason of someone the rules could not place (stored, shown by explain).
@@ -53,7 +53,7 @@ class Kind(StrEnum):
     HOLD = "hold"
 
 
-@dataclass(frozen=True)
+@value
 class StepInfo:
     id: str
     content: str
@@ -156,7 +156,7 @@ def from_indexes(current: Outline, positions: Mapping[str, Any]) -> dict[str, st
     return places
 
 
-@dataclass(frozen=True)
+@value
 class Carried:
     """Where a person goes in the new version, and what changed for them (their current
     phase's track): `was` the step they would have got next, `now` the one they will get
@@ -411,7 +411,7 @@ def place(
     )
 
 
-@dataclass(frozen=True)
+@value
 class Changes:
     """What an edit changed in a workflow's steps (ids per phase)."""
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from statistics import NormalDist
+
+from nurture.core.values import value
 
 #: Emails a subject line must have been sent to before any winner is called.
 MIN_SENDS = 100
@@ -29,7 +30,7 @@ CONFIDENCE = 0.95
 MIN_EXPECTED = 5.0
 
 
-@dataclass(frozen=True)
+@value
 class Arm:
     """One subject line's numbers: emails sent, and those with a real click."""
 
@@ -41,7 +42,7 @@ class Arm:
         return self.clicked / self.sent if self.sent else 0.0
 
 
-@dataclass(frozen=True)
+@value
 class Verdict:
     """`winner` is the index of the winning subject, or None; `reason` says why in a
     sentence a marketer can read; `p_values` holds the leader against each other subject."""
