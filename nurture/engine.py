@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Row, Table, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, select, update
 from sqlalchemy import Engine as Database
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -37,7 +37,14 @@ from nurture.core.engagement import Engagement, Occurred
 from nurture.core.pacing import Policy, Runs
 from nurture.core.planner import Mark, Send
 from nurture.core.versions import Kind, Outline, outline, place
-from nurture.db import among, is_sqlite, lock_for_transaction, write_transaction
+from nurture.db import (
+    Record,
+    among,
+    is_sqlite,
+    lock_for_transaction,
+    records,
+    write_transaction,
+)
 from nurture.feedback import insert_new, suppress
 from nurture.journeys import perform
 from nurture.models import (
@@ -196,7 +203,7 @@ class _Batch:
     enrollments: list[dict[str, Any]] = field(default_factory=list)
     deferrals: list[dict[str, Any]] = field(default_factory=list)
     #: Journey steps done (ways taken, waits started, actions): (enrollment row, contact row, mark).
-    journey: list[tuple[Row[Any], Row[Any], Mark]] = field(default_factory=list)
+    journey: list[tuple[Record, Record, Mark]] = field(default_factory=list)
     report: Report = field(default_factory=Report)
 
 
@@ -326,9 +333,7 @@ class Dispatcher:
         metrics.count_deferrals(batch.deferrals)
         return batch
 
-    def _journey_steps(
-        self, session: Session, done: Sequence[tuple[Row[Any], Row[Any], Mark]]
-    ) -> None:
+    def _journey_steps(self, session: Session, done: Sequence[tuple[Record, Record, Mark]]) -> None:
         """Record the journey steps of a batch: the ways taken and waits started in one
         statement (a repeat is dropped by the unique key), each action on its own."""
         plain = [_journey_row(e, c, m) for e, c, m in done if m.action is None]
@@ -341,7 +346,7 @@ class Dispatcher:
                 self._journey_step(session, enrollment, contact, mark)
 
     def _journey_step(
-        self, session: Session, enrollment: Row[Any], contact: Row[Any], mark: Mark
+        self, session: Session, enrollment: Record, contact: Record, mark: Mark
     ) -> None:
         """Record a journey step; do its action if this is the first time (the unique key
         (enrollment, entry, step, way) makes it once per enrollment step, whoever races)."""
@@ -386,7 +391,7 @@ class Dispatcher:
         )
         if not is_sqlite(self.database):
             claim = claim.with_for_update(skip_locked=True)
-        enrollments = session.connection().execute(claim).all()
+        enrollments = records(session.connection().execute(claim))
         batch = _Batch()
         if not enrollments:
             return batch
@@ -395,7 +400,7 @@ class Dispatcher:
         lock = lock.order_by(Contact.id)
         if not is_sqlite(self.database):
             lock = lock.with_for_update()
-        contacts = {c.id: c for c in session.connection().execute(lock)}
+        contacts = {c.id: c for c in records(session.connection().execute(lock))}
         phase_of = self.project.settings.phase_of
         engaged: set[int] = set()
         timed: set[int] = set()
@@ -419,7 +424,7 @@ class Dispatcher:
         self,
         session: Session,
         now: datetime,
-        contacts: dict[int, Row[Any]],
+        contacts: dict[int, Record],
         *,
         lock: bool = True,
         engagement_of: Set[int] | None = None,
@@ -575,7 +580,7 @@ class Dispatcher:
             self._hours = (now, sendhours.project_hours(session, zone, now))
         history.project_hours = self._hours[1]
 
-    def load_versions(self, session: Session, enrollments: Sequence[Row[Any]]) -> None:
+    def load_versions(self, session: Session, enrollments: Sequence[Record]) -> None:
         """Read the outlines of the older versions some of `enrollments` are on (rare: the
         engine carries people onto a new version when it takes it up)."""
         wanted = {
@@ -592,7 +597,7 @@ class Dispatcher:
         return found.digest if found else None
 
     def place(
-        self, enrollment: Row[Any], contact: Row[Any], received: Set[str]
+        self, enrollment: Record, contact: Record, received: Set[str]
     ) -> tuple[dict[str, Any], str | None]:
         """The enrollment's place on the current version, and why it is held (if it is)."""
         workflow = self.project.workflows.get(enrollment.workflow)
@@ -614,7 +619,7 @@ class Dispatcher:
         return carried.places, carried.reason if carried.kind is Kind.HOLD else None
 
     def situation(
-        self, enrollment: Row[Any], contact: Row[Any], history: History, now: datetime
+        self, enrollment: Record, contact: Record, history: History, now: datetime
     ) -> Situation:
         """What the pure decision needs about one claimed enrollment."""
         settings = self.project.settings
@@ -653,8 +658,8 @@ class Dispatcher:
 
     def _step(
         self,
-        enrollment: Row[Any],
-        contact: Row[Any],
+        enrollment: Record,
+        contact: Record,
         history: History,
         now: datetime,
         batch: _Batch,
@@ -726,8 +731,8 @@ class Dispatcher:
 
     def _reserve(
         self,
-        enrollment: Row[Any],
-        contact: Row[Any],
+        enrollment: Record,
+        contact: Record,
         fields: dict[str, Any],
         plan: Send,
         now: datetime,
@@ -761,7 +766,7 @@ class Dispatcher:
 
     def _outgoing(
         self,
-        contact: Row[Any],
+        contact: Record,
         fields: dict[str, Any],
         content_id: str,
         key: str,
@@ -977,7 +982,7 @@ class Dispatcher:
 _JOURNEY_KEY = ["enrollment_id", "entered_at", "step_key", "way"]
 
 
-def _journey_row(enrollment: Row[Any], contact: Row[Any], mark: Mark) -> dict[str, Any]:
+def _journey_row(enrollment: Record, contact: Record, mark: Mark) -> dict[str, Any]:
     return {
         "enrollment_id": enrollment.id,
         "entered_at": enrollment.entered_at,
@@ -993,6 +998,6 @@ def _journey_row(enrollment: Row[Any], contact: Row[Any], mark: Mark) -> dict[st
 _HOURS_KEPT = timedelta(hours=1)
 
 
-def _full_name(contact: Row[Any]) -> str | None:
+def _full_name(contact: Record) -> str | None:
     name = " ".join(part for part in (contact.first_name, contact.last_name) if part)
     return name or None

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, Table, create_engine, select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import Session
 
-from nurture.models import UTCDateTime
+from nurture.contacts import profile
+from nurture.db import records
+from nurture.models import Base, Contact, UTCDateTime
+from nurture.project import load_project
 
 _SQLITE = sqlite.dialect()
 
@@ -53,3 +59,40 @@ def test_message_keys_are_16_url_safe_characters_and_never_repeat() -> None:
     drawn = [keys.draw() for _ in range(5000)]  # across many refills
     assert len(set(drawn)) == len(drawn)
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", key) for key in drawn)
+
+
+def test_records_read_as_the_rows_they_are_made_of(tmp_path: Path, project_dir: Path) -> None:
+    """`records` (the dispatcher's claimed rows): the same fields, values and types as the
+    Rows, read by name and by position, and a contact's profile is the same from either."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    Base.metadata.create_all(engine)
+    settings = load_project(project_dir).settings
+    at = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
+    with Session(engine) as session:
+        session.add(
+            Contact(
+                email="ada@example.com",
+                first_name="Ada",
+                stage="lead",
+                stage_since=at,
+                engagement_at=at,
+                created_at=at,
+                timezone="Europe/Paris",
+                custom={"plan": "pro"},
+            )
+        )
+        session.commit()
+    query = select(*cast(Table, Contact.__table__).columns)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+        made = records(connection.execute(query))
+    assert len(made) == len(rows) == 1
+    row, record = rows[0], made[0]
+    assert record._fields == row._fields
+    assert tuple(record) == tuple(row)
+    assert record.stage_since == row.stage_since == at
+    assert record.custom == {"plan": "pro"}
+    assert profile(record, settings) == profile(row, settings)
+    with pytest.raises(AttributeError):
+        record.email = "other@example.com"  # type: ignore[misc]
+    engine.dispose()
