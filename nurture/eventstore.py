@@ -114,3 +114,14 @@ def new_ids(connection: Connection, table: str, count: int) -> list[int]:
         return list(range(top + 1, top + 1 + count))
     query = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
     return list(connection.scalars(query, {"table": table, "n": count}))
+
+
+def mismatches(connection: Connection) -> list[tuple[str, tuple[Any, ...]]]:
+    """The rows where the summary and the events disagree: ("kept", row) for a row of the
+    summary that the events do not give, ("counted", row) for one the summary lacks. Empty
+    when the summary is right."""
+    kept = {tuple(row) for row in connection.execute(select(*(SUMMARY.c[c] for c in _COLUMNS)))}
+    counted = {tuple(row) for row in connection.execute(summary_of_events())}
+    return sorted(
+        [("kept", row) for row in kept - counted] + [("counted", row) for row in counted - kept]
+    )
