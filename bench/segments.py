@@ -6,10 +6,10 @@ Builds, in the database itself (INSERT ... SELECT over a generated series: the b
 not what is measured), contacts with varied profiles, stages, scores and ages, one
 enrollment and one email each, and events over 90 days (page views, opens, clicks, a tenth
 of the opens and clicks a machine's) and their engagement summary (as migration 0019 fills
-it: what segments read for clicked, opened and did); then, for each segment of the example project and
-one more that reads decayed engagement and recent page views, times `segments.count` and
-`segments.page(…, 1)` (50 people, by id) as `nurture segment show` and the API run them,
-`--runs` times each, and prints min / median / max. Aim: each median under 1 s.
+it: what segments read for clicked, opened and did); then, for each segment of the example
+project and one more that reads decayed engagement and recent page views, times
+`segments.count` and `segments.page(…, 1)` (50 people, by id) as `nurture segment show` and
+the API run them, `--runs` times each, and prints min / median / max. Aim: each median under 1 s.
 `--explain SEGMENT` prints the plan of one count instead (EXPLAIN QUERY PLAN on SQLite,
 EXPLAIN ANALYZE on PostgreSQL); `--keep` keeps the databases for the next run.
 

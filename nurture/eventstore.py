@@ -5,14 +5,16 @@ into `engagement_summary` (models.Engaged): per person, event kind and piece of 
 (the content of the message the event is about; NO_CONTENT for none), the first and last
 time and how many. Segments read it (nurture/segmentsql.py) instead of every event of
 every person. Whatever stores events (the event pipeline, nurture/intake.py, for the API,
-tracking, provider feedback, imports, forms and the simulator) stores them here.
+tracking links, forms, provider feedback, the CLI and the simulator) stores them here.
 
 The summary is folded in with one INSERT ... SELECT over the new events, grouped, with
 ON CONFLICT DO UPDATE (first the least, last the greatest, counts added): on PostgreSQL the
 upsert is atomic against another transaction folding in the same key, and the event
 pipeline holds the people's rows locked while it writes their events, so two writers never
 wait on each other's summary rows in opposite orders. Events are never updated nor deleted
-by the engine; a person deleted takes their rows with them (ON DELETE CASCADE).
+by the engine; a person deleted takes their rows with them (ON DELETE CASCADE). (A message
+deleted by hand would leave its piece in the summary, where its events lose it: the engine
+deletes none.)
 """
 
 from __future__ import annotations
