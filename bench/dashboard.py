@@ -26,9 +26,10 @@ from sqlalchemy import insert
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from nurture import eventstore  # noqa: E402
 from nurture.clock import FixedClock  # noqa: E402
 from nurture.db import write_transaction  # noqa: E402
-from nurture.models import Event, Message, StageMove  # noqa: E402
+from nurture.models import Message, StageMove  # noqa: E402
 from nurture.reports import refresh_history  # noqa: E402
 from nurture.runtime import open_runtime  # noqa: E402
 from nurture.seed import copy_project, seed_leads  # noqa: E402
@@ -118,7 +119,7 @@ def build(root: Path, database: Path, contacts: int, events: int) -> None:
                 }
             )
         with write_transaction(rt.database) as session:
-            session.execute(insert(Event), rows)
+            eventstore.store(session.connection(), rows)  # with the engagement summary
     print(f"events: {time.perf_counter() - started:.0f}s", flush=True)
     with write_transaction(rt.database) as session:
         create_user(session, "bench@nurture.example", "a bench password, long enough", NOW)

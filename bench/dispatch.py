@@ -47,6 +47,7 @@ from sqlalchemy import (
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from nurture import eventstore  # noqa: E402
 from nurture.clock import FixedClock  # noqa: E402
 from nurture.config import PROFILE_FIELDS  # noqa: E402
 from nurture.contacts import profile  # noqa: E402
@@ -55,7 +56,6 @@ from nurture.db import write_transaction  # noqa: E402
 from nurture.models import (  # noqa: E402
     Contact,
     Enrollment,
-    Event,
     Message,
 )
 from nurture.runtime import freeze_loaded, open_runtime  # noqa: E402
@@ -87,7 +87,7 @@ def setup(root: Path, count: int, *, send_time: bool = False) -> None:
                 for at in [NOW - timedelta(weeks=week) + timedelta(minutes=i % 50)]
             ]
             with write_transaction(rt.database) as session:
-                session.execute(insert(Event), rows)
+                eventstore.store(session.connection(), rows)  # with the engagement summary
     rt.database.dispose()
 
 

@@ -38,6 +38,7 @@ from sqlalchemy import func, insert, select
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from nurture import eventstore  # noqa: E402
 from nurture.apikeys import create_key  # noqa: E402
 from nurture.clock import FixedClock  # noqa: E402
 from nurture.db import make_engine, write_transaction  # noqa: E402
@@ -81,8 +82,8 @@ def fill(root: Path, stored: int, contacts: int) -> None:
             }
             for n in range(start, min(stored, start + 50_000))
         ]
-        with write_transaction(engine) as session:
-            session.execute(insert(Event), rows)
+        with write_transaction(engine) as session:  # as the pipeline stores them
+            eventstore.store(session.connection(), rows)
     engine.dispose()
 
 

@@ -25,12 +25,12 @@ from sqlalchemy import (
     bindparam,
     insert,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from nurture import eventstore
 from nurture.config import PROFILE_FIELDS
 from nurture.contacts import profile
 from nurture.core.eventrules import (
@@ -50,7 +50,6 @@ from nurture.models import (
     QUEUED,
     Contact,
     Enrollment,
-    Event,
     Message,
     ScoreChange,
     StageMove,
@@ -71,7 +70,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CONTACTS = cast(Table, Contact.__table__)
-_EVENTS = cast(Table, Event.__table__)
 _SCORE_CHANGES = cast(Table, ScoreChange.__table__)
 _ENROLLMENTS = cast(Table, Enrollment.__table__)
 #: What the rules read of a contact: the profile, the scores, the stage (not the other
@@ -514,12 +512,7 @@ def _write(
 ) -> list[int]:
     """Write what `decide` decided, in a few statements; the new events' ids."""
     connection = session.connection()
-    ids = _new_ids(connection, "events", len(decided.events)) if decided.events else []
-    if ids:
-        connection.execute(
-            insert(_EVENTS),
-            [{**row, "id": id_} for row, id_ in zip(decided.events, ids, strict=True)],
-        )
+    ids = eventstore.store(connection, decided.events)  # and the engagement summary
     if decided.suppressions:
         rows = [{**row, "source": f"event {ids[i]}"} for i, row in decided.suppressions]
         build = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
@@ -602,14 +595,3 @@ def _update_by_id(
             .values({name: bindparam(name) for name in names})
         )
         connection.execute(statement, batch)
-
-
-def _new_ids(connection: Connection, table: str, count: int) -> list[int]:
-    """`count` fresh ids for `table`, so rows and the rows that point to them go in two
-    statements. SQLite: after the largest id (the caller holds the write lock, BEGIN
-    IMMEDIATE); PostgreSQL: from the table's sequence."""
-    if connection.dialect.name == "sqlite":
-        top = connection.scalar(text(f"SELECT COALESCE(MAX(id), 0) FROM {table}")) or 0
-        return list(range(top + 1, top + 1 + count))
-    query = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
-    return list(connection.scalars(query, {"table": table, "n": count}))

@@ -178,6 +178,39 @@ class Event(Base):
     machine: Mapped[str | None] = mapped_column(String(40))
 
 
+#: `Engaged.content_id` of events about no message (a page view, a webinar).
+NO_CONTENT = ""
+
+
+class Engaged(Base):
+    """What people (not machines) did, one row per person, event kind and piece of content
+    (the content of the message the event is about; NO_CONTENT for none): the first and the
+    last time, and how many events. Kept by the events' one write path
+    (nurture/eventstore.py) in the transaction that stores them, so that segments
+    (`clicked`, `opened`, `did(..., within=...)`) read a few rows per person, not their
+    events. Equal at every commit to the same figures counted from `events` and `messages`
+    (`eventstore.SUMMARY_OF_EVENTS`)."""
+
+    __tablename__ = "engagement_summary"
+    __table_args__ = (
+        # did(kind, within=...): the people who did a kind since an instant.
+        Index("ix_engagement_summary_kind_last", "kind", "last_at", "contact_id"),
+        # clicked(content), opened(content): the people who did a kind on a piece.
+        Index("ix_engagement_summary_kind_content", "kind", "content_id", "contact_id"),
+        # SQLite: the rows kept in the primary key's order (one seek reads a person's rows).
+        {"sqlite_with_rowid": False},
+    )
+
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    events: Mapped[int] = mapped_column(Integer)
+
+
 class ScoreChange(Base):
     """The score ledger: every change of fit or engagement with its cause."""
 

@@ -11,7 +11,9 @@ The subset: comparisons (`==`, `!=`, `<`, `<=`, `>`, `>=`, chained too, `in`, `n
 `is none`), `and`, `or`, `not`, constants, `contact.<field>` (profile and typed custom
 fields), `stage`, `fit`, `engagement` (decayed to `now` as the engine decays it),
 `days_in_stage`, the project's lists, and `clicked`, `opened`, `received`, `did` as EXISTS
-subqueries (events a machine made left out, as the engine leaves them out). Anything else
+subqueries: `received` on messages, the others on the engagement summary the events' write
+path keeps (models.Engaged, nurture/eventstore.py: one row per person, event kind and piece
+of content, without the events a machine made, as the engine leaves them out). Anything else
 is refused by `Unsupported`, naming it; `nurture validate` reports it.
 """
 
@@ -47,7 +49,7 @@ from nurture import expressions
 from nurture.config import PROFILE_FIELDS, CustomField, FieldType, Settings
 from nurture.core.scoring import DECAY_EPOCH, NEGLIGIBLE
 from nurture.durations import parse_duration
-from nurture.models import Contact, Event, Message
+from nurture.models import NO_CONTENT, Contact, Engaged, Message
 
 #: Message statuses that count as received (the engine's COUNTED).
 RECEIVED_STATUSES = ("queued", "sending", "sent", "unknown")
@@ -499,15 +501,24 @@ class _Compiler:
         return self.scope.content_ids.get(content, (content,))
 
     def _engaged(self, kind: str, arguments: dict[str, Any]) -> ColumnElement[bool]:
-        query = (
-            select(Event.id)
-            .join(Message, Message.id == Event.message_id)
-            .where(Event.contact_id == Contact.id, Event.kind == kind, Event.machine.is_(None))
-        )
+        """A real `kind` event on an email (on one of a piece's ids, with `content`): the
+        summary's rows of the person (content NO_CONTENT: no message)."""
         content = arguments.get("content")
-        if content is not None:
-            query = query.where(Message.content_id.in_(self.ids(content)))
-        return exists(query)
+        on = (
+            Engaged.content_id > NO_CONTENT
+            if content is None
+            else Engaged.content_id.in_(self.ids(content))
+        )
+        return self._summary(kind, on)
+
+    def _summary(self, kind: str, *tests: ColumnElement[bool]) -> ColumnElement[bool]:
+        """EXISTS a row of the engagement summary of the person, of `kind`, where `tests`
+        hold (machines' events are never in it)."""
+        return exists(
+            select(Engaged.contact_id).where(
+                Engaged.contact_id == Contact.id, Engaged.kind == kind, *tests
+            )
+        )
 
     def clicked(self, arguments: dict[str, Any], _node: nodes.Call) -> ColumnElement[bool]:
         return self._engaged("email_clicked", arguments)
@@ -530,17 +541,14 @@ class _Compiler:
         kind = arguments.get("kind")
         if not isinstance(kind, str):
             raise Unsupported("did() needs an event kind, e.g. did('webinar_attended')")
-        query = select(Event.id).where(
-            Event.contact_id == Contact.id, Event.kind == kind, Event.machine.is_(None)
-        )
         within = arguments.get("within")
-        if within is not None:
-            try:
-                since = self.scope.now - parse_duration(within)
-            except (ValueError, TypeError):
-                raise Unsupported(f"did(..., within={within!r}): not a duration") from None
-            query = query.where(Event.occurred_at >= since)
-        return exists(query)
+        if within is None:
+            return self._summary(kind)
+        try:
+            since = self.scope.now - parse_duration(within)
+        except (ValueError, TypeError):
+            raise Unsupported(f"did(..., within={within!r}): not a duration") from None
+        return self._summary(kind, Engaged.last_at >= since)
 
 
 def _cheap_first(a: Truth, b: Truth) -> tuple[ColumnElement[bool], ColumnElement[bool]]:

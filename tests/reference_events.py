@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from nurture import expressions
+from nurture import eventstore, expressions
 from nurture.config import DISQUALIFIED, SUPPRESSING_EVENTS
 from nurture.contacts import condition_variables, current_engagement, normalize_email, zone_of
 from nurture.core.decisions import ACTIVE, COMPLETED, EXITED, PAUSED, WAITING
@@ -69,18 +69,26 @@ def reference_record_event(
         )
         if existing is not None:
             return Outcome(contact, existing, duplicate=True)
-    event = Event(
-        contact_id=contact.id,
-        kind=kind,
-        occurred_at=occurred_at or now,
-        recorded_at=now,
-        properties=props,
-        client_event_id=client_event_id,
-        message_id=message_id,
-        machine=str(props["machine"])[:40] if props.get("machine") else None,
-    )
-    session.add(event)
     session.flush()
+    # stored through the events' one write path (nurture/eventstore.py: the row and the
+    # engagement summary segments read), then read back as the ORM object the steps use
+    (event_id,) = eventstore.store(
+        session.connection(),
+        [
+            {
+                "contact_id": contact.id,
+                "kind": kind,
+                "occurred_at": occurred_at or now,
+                "recorded_at": now,
+                "properties": props,
+                "client_event_id": client_event_id,
+                "message_id": message_id,
+                "machine": str(props["machine"])[:40] if props.get("machine") else None,
+            }
+        ],
+    )
+    event = session.get(Event, event_id)
+    assert event is not None
     outcome = Outcome(contact, event)
     if kind in SUPPRESSING_EVENTS:
         suppress(session, contact.email, kind, f"event {event.id}", now)

@@ -23,6 +23,7 @@ from nurture.imports import ImportReport, import_csv
 from nurture.models import (
     Consent,
     Contact,
+    Engaged,
     Enrollment,
     Event,
     Notice,
@@ -102,6 +103,17 @@ def tally(runtime: Runtime, address: str) -> dict[str, Any]:
             "consents": count(Consent),
             "notices": count(Notice),
             "stage": session.scalar(select(Contact.stage).where(Contact.id.in_(ids))),
+            "summary": sorted(
+                session.execute(
+                    select(
+                        Engaged.kind,
+                        Engaged.content_id,
+                        Engaged.first_at,
+                        Engaged.last_at,
+                        Engaged.events,
+                    ).where(Engaged.contact_id.in_(ids))
+                )
+            ),
         }
 
 

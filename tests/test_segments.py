@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from nurture import expressions, segments
+from nurture import eventstore, expressions, segments
 from nurture.contacts import condition_variables
 from nurture.core.engagement import functions
 from nurture.db import sessions
-from nurture.models import Contact, Enrollment, Event, Message
+from nurture.models import Contact, Engaged, Enrollment, Event, Message
 from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.runtime import Runtime
@@ -125,7 +125,7 @@ people = st.lists(
 
 
 def _populate(session: Session, population: list[dict[str, Any]]) -> None:
-    for table in (Event, Message, Enrollment, Contact):
+    for table in (Engaged, Event, Message, Enrollment, Contact):
         session.execute(delete(table))
     for number, person in enumerate(population):
         contact = Contact(
@@ -166,19 +166,23 @@ def _populate(session: Session, population: list[dict[str, Any]]) -> None:
             )
             session.add(sent[content])
         session.flush()
+        rows = []
         for kind, ago, machine, content in person["events"]:
             message = sent.get(content) if content else None
-            session.add(
-                Event(
-                    contact_id=contact.id,
-                    kind=kind,
-                    occurred_at=NOW - timedelta(minutes=ago),
-                    recorded_at=NOW,
-                    properties={},
-                    machine=machine,
-                    message_id=message.id if message else None,
-                )
+            rows.append(
+                {
+                    "contact_id": contact.id,
+                    "kind": kind,
+                    "occurred_at": NOW - timedelta(minutes=ago),
+                    "recorded_at": NOW,
+                    "properties": {},
+                    "client_event_id": None,
+                    "machine": machine,
+                    "message_id": message.id if message else None,
+                }
             )
+        # through the events' one write path, which keeps the engagement summary
+        eventstore.store(session.connection(), rows)
     session.flush()
 
 

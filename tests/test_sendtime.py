@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Row, select
 
-from nurture import sendhours
+from nurture import eventstore, sendhours
 from nurture.clock import FixedClock
 from nurture.core.pacing import Decision, Policy, decide
 from nurture.core.sendtime import (
@@ -30,7 +30,7 @@ from nurture.core.sendtime import (
 from nurture.db import make_engine, sessions
 from nurture.explain import explain
 from nurture.jobs import refresh_reports
-from nurture.models import Contact, Deferral, Event, Message
+from nurture.models import Contact, Deferral, Message
 from nurture.problems import ProjectError
 from nurture.project import load_project
 from nurture.reports import timeline
@@ -161,16 +161,19 @@ def _opens(rt: Runtime, address: str, instants: list[datetime], machine: str | N
     with sessions(rt.database).begin() as session:
         contact_id = session.scalar(select(Contact.id).where(Contact.email == address))
         assert contact_id is not None
-        session.add_all(
-            Event(
-                contact_id=contact_id,
-                kind="email_opened" if n % 2 else "email_clicked",
-                occurred_at=at,
-                recorded_at=at,
-                properties={},
-                machine=machine,
-            )
-            for n, at in enumerate(instants)
+        eventstore.store(
+            session.connection(),
+            [
+                {
+                    "contact_id": contact_id,
+                    "kind": "email_opened" if n % 2 else "email_clicked",
+                    "occurred_at": at,
+                    "recorded_at": at,
+                    "properties": {},
+                    "machine": machine,
+                }
+                for n, at in enumerate(instants)
+            ],
         )
 
 

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from nurture import eventstore
 from nurture.cli import main
 from nurture.db import make_engine, sessions
 from nurture.models import Contact, Deferral, Event, Message, ReportCache, StageMove
@@ -95,6 +96,7 @@ def test_sixty_days_keep_every_invariant(project_dir: Path, tmp_path: Path) -> N
             result.messages_by_phase.values()
         )
         people = session.execute(select(Contact.email, Contact.last_name)).all()
+        assert eventstore.mismatches(session.connection()) == [], "the summary is the events'"
     accented = [(email, last) for email, last in people if last and not last.isascii()]
     assert accented, "the population has names with accents (García, Müller)"
     for email, last in accented:
@@ -114,6 +116,10 @@ def test_simulation_on_postgresql(project_dir: Path, postgres_url: str) -> None:
     result = simulate(project_dir, days=30, contacts=80, seed=11, database=postgres_url)
     assert result.violations == []
     assert sum(result.messages_by_phase.values()) > 80
+    engine = make_engine(postgres_url)
+    with engine.connect() as connection:
+        assert eventstore.mismatches(connection) == [], "the summary is the events'"
+    engine.dispose()
 
 
 def test_simulate_command_json_and_export(project_dir: Path, tmp_path: Path) -> None:
