@@ -189,7 +189,7 @@ class Engaged(Base):
     (nurture/eventstore.py) in the transaction that stores them, so that segments
     (`clicked`, `opened`, `did(..., within=...)`) read a few rows per person, not their
     events. Equal at every commit to the same figures counted from `events` and `messages`
-    (`eventstore.SUMMARY_OF_EVENTS`)."""
+    (`eventstore.summary_of_events()`)."""
 
     __tablename__ = "engagement_summary"
     __table_args__ = (
