@@ -153,6 +153,13 @@ def _take(
     return _enter(index, arm)
 
 
+def _scope(
+    variables: Mapping[str, Any], did: Engagement, received: Set[str], now: datetime
+) -> dict[str, Any]:
+    """What a journey condition sees: the person's variables and the engagement functions."""
+    return {**variables, **functions(did, received, now)}
+
+
 def choose_path(split: Split, who: str, workflow: str) -> str:
     """The path of `split` for person `who`: a stable hash of (person, workflow, step id),
     spread over the paths in proportion to their weights."""
@@ -244,7 +251,7 @@ def plan_next(
             arrived = True
         if isinstance(node, Step):
             if node.when is not None:
-                scope = scope or {**variables, **functions(did, received, now)}
+                scope = scope or _scope(variables, did, received, now)
                 if not expressions.evaluate(node.when, scope):
                     skipped.append(node.content)
                     updated[phase] = key
@@ -252,7 +259,7 @@ def plan_next(
                     continue
             return Send(node, phase, {**updated, phase: key}, updated, tuple(skipped), tuple(marks))
         if isinstance(node, Branch):
-            scope = scope or {**variables, **functions(did, received, now)}
+            scope = scope or _scope(variables, did, received, now)
             way = "then" if expressions.evaluate(node.if_, scope) else "else"
             node = _take(index, updated, marks, phase, node, way, now)
         elif isinstance(node, Split):
